@@ -1,0 +1,49 @@
+# The README's two commands are `make demo` and `make test`; everything else here is a step they use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.ssl_mepr-installed
+RUN ?= demo
+
+# Nothing touches the network at run time; plots render off-screen.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test setup export clean-check nbtest pytest help
+
+help:
+	@echo "make demo   set up .venv (first time only) and run the demo"
+	@echo "make test   set up .venv (first time only) and run every test"
+
+## Set-up: create .venv when missing and install the package with its extras; skipped when up to date.
+setup: $(INSTALLED)
+$(INSTALLED): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
+	@touch $@
+
+## The main job on the embedded demo corpus.
+demo: $(INSTALLED)
+	$(BIN)/ssl-mepr-demo-corpus runs/$(RUN)/corpus --size demo
+
+## All tests: the notebooks and package agree, the notebooks run, the integration tests pass.
+test: $(INSTALLED) clean-check nbtest pytest
+
+clean-check: $(INSTALLED)
+	@$(BIN)/nbdev-export
+	@$(BIN)/nbdev-clean
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  drift=$$(git status --porcelain --untracked-files=all -- nbs ssl_mepr); \
+	  if [ -n "$$drift" ]; then echo "nbdev-export/nbdev-clean changed the tree (export and clean the notebooks, then commit):"; echo "$$drift"; exit 1; fi; \
+	  echo "clean-check: notebooks are clean and the package matches them"; \
+	else echo "clean-check: not a git checkout, skipped"; fi
+
+nbtest: $(INSTALLED)
+	$(BIN)/nbdev-test --n-workers 2 --timing
+
+pytest: $(INSTALLED)
+	$(BIN)/pytest -q
