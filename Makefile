@@ -28,7 +28,7 @@ $(INSTALLED): pyproject.toml
 
 ## The main job on the embedded demo corpus.
 demo: $(INSTALLED)
-	$(BIN)/ssl-mepr-demo-corpus runs/$(RUN)/corpus --size demo
+	$(BIN)/ssl-mepr-demo-corpus runs/$(RUN)/corpus --size demo --probe
 
 ## All tests: the notebooks and package agree, the notebooks run, the integration tests pass.
 test: $(INSTALLED) clean-check nbtest pytest
