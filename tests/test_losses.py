@@ -1,0 +1,219 @@
+"Tests of ssl_mepr.losses: hand-checked values, the batched GradNorm against the released loop, exact resume, the fusion model (the notebook nbs/10_losses.ipynb holds more, next to the code)."
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_mepr.losses import (MultiTaskLoss, ReferenceTwoWalletGradNorm, TwoHeadMLP, TwoWalletGradNorm, UnimodalLoss,
+                             compare_with_reference, confident_emotion_rows, confident_trait_elements,
+                             emotion_class_weights, emotion_loss, mixed_batch, per_term_gradients, personality_loss,
+                             wallet_update)
+
+NAN = float("nan")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "The models here are tiny: extra threads only contend on a shared machine (and can slow these tests 10x)."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def close(a, b, eps=1e-6): return abs(a - b) < eps
+
+
+# ---- hand-checked values ---------------------------------------------------------------------------------------
+
+def test_argmax_ce_ties_go_to_the_lowest_index():
+    "Neutral beats Happiness in a tie, Anger beats Happiness; CE against class 1 with logits favouring class 0 by 1 nat."
+    logits = torch.tensor([[1., 0, 0, 0, 0, 0, 0]]).repeat(2, 1)
+    targets = torch.tensor([[.5, 0, 0, 0, .5, 0, 0], [0, .5, 0, 0, .5, 0, 0]])
+    lse = math.log(math.e + 6)
+    assert close(emotion_loss(logits[:1], targets[:1]).item(), lse - 1)   # class 0 (Neutral)
+    assert close(emotion_loss(logits[1:], targets[1:]).item(), lse)       # class 1 (Anger), logit 0
+
+
+def test_mosei_only_batch_has_per_ssl_but_no_per_sup():
+    logits = torch.zeros(3, 7)
+    scores = torch.tensor([[.95, .5, .5, .5, .5], [.5] * 5, [.5, .5, .5, .5, .3]])
+    emo_t = torch.eye(7)[:3]
+    terms = MultiTaskLoss()(logits, scores, emo_t, torch.full((3, 5), NAN))
+    assert sorted(terms) == ["emo_sup", "per_ssl"]
+    assert close(terms["per_ssl"].item(), -(math.log(.95) + math.log(.7)) / 2)
+
+
+def test_pseudo_label_thresholds_are_strict():
+    selected, _ = confident_emotion_rows(torch.tensor([[.6, .4, 0, 0, 0, 0, 0], [.6000001, .3999999, 0, 0, 0, 0, 0]]))
+    assert selected.tolist() == [False, True]
+    q = torch.tensor([[.6, .4, .6000001, .3999999, .5]])
+    assert confident_trait_elements(q).tolist() == [[False, False, True, True, False]]
+
+
+def test_sign_step_and_floor_by_hand():
+    # r = (2, .5), mean 1.25; G = (3, 1), mean 2; targets 3.2 and 0.8 -> w = (1 + .015, 1 - .005), renormalised to 2
+    new = wallet_update({"a": 1., "b": 1.}, {"a": 2., "b": .5}, {"a": 3., "b": 1.}, {"a": 1., "b": 1.}, 2, 1.0, .005)
+    assert close(new["a"], 1.0099502487562189, 1e-12) and close(new["b"], 0.9900497512437811, 1e-12)
+    # equal r, G = (1, 2), target 1.5, lr 1: w = (2, max(-1, .001)) -> (4/2.001, .002/2.001)
+    new = wallet_update({"a": 1., "b": 1.}, {"a": 1., "b": 1.}, {"a": 1., "b": 2.}, {"a": 1., "b": 1.}, 2, 1.0, 1.0)
+    assert close(new["a"], 1.9990004997501248, 1e-12) and close(new["b"], 0.0009995002498750625, 1e-15)
+
+
+def test_renormalisation_quirk_and_corrected_mode():
+    args = ({"emo_ssl": .4, "per_ssl": .4}, {"per_ssl": .2}, {"per_ssl": 3.}, {"per_ssl": .5})
+    released = wallet_update(*args, budget=.8, alpha=1.5, lr=.01)
+    assert close(released["per_ssl"], .8, 1e-12) and released["emo_ssl"] == .4
+    corrected = wallet_update(*args, budget=.8, alpha=1.5, lr=.01, renormalise_over="all")
+    assert close(corrected["per_ssl"], .4, 1e-12) and corrected["emo_ssl"] == .4
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(ValueError, match="emotion_logits must have shape"):
+        MultiTaskLoss()(torch.zeros(2, 6), torch.zeros(2, 5), torch.zeros(2, 7), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="personality_targets: 1 row"):
+        personality_loss(torch.zeros(2, 5), torch.tensor([[NAN, 0, 0, 0, 0], [0.] * 5]))
+    with pytest.raises(ValueError, match="renormalise_over"):
+        TwoWalletGradNorm(renormalise_over="none")
+
+
+# ---- the batched implementation against the released loop -------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("switches", [{}, {"shared_parameters": "trunk", "renormalise_over": "all"}])
+@pytest.mark.parametrize("watch", [False, True])
+def test_batched_gradnorm_matches_reference(dtype, switches, watch):
+    "20 Adam steps from one seed: the same wallets and parameters (1e-6), batches covering the presence cases."
+    res = compare_with_reference(n_steps=20, dtype=dtype, watch=watch, **switches)
+    seen = set(res["seen"])
+    assert res["seen"] == res["seen_reference"]
+    assert ("emo_ssl", "emo_sup", "per_ssl", "per_sup") in seen
+    assert any("per_sup" not in s and "per_ssl" in s for s in seen)           # a MOSEI-only batch
+    assert any("emo_ssl" not in s and {"emo_sup", "per_sup"} <= set(s) for s in seen)  # an SSL term absent
+    for part in ("weights", "baselines"):
+        assert sorted(res["state"][part]) == sorted(res["state_reference"][part])
+        for k, v in res["state"][part].items(): assert close(v, res["state_reference"][part][k]), (part, k)
+    assert res["max_parameter_difference"] < 1e-6
+
+
+def test_set_grads_false_gives_the_same_gradient():
+    def run(set_grads, watch):
+        torch.manual_seed(0)
+        model, gn = TwoHeadMLP(head_scale=10.0).double(), TwoWalletGradNorm()
+        if watch: gn.watch(model)
+        x, emo_t, per_t = mixed_batch(6, 4, generator=torch.Generator().manual_seed(3))
+        total = gn.step(MultiTaskLoss()(*model(x.double()), emo_t, per_t), model, set_grads=set_grads)
+        if not set_grads: total.backward()
+        return [p.grad for p in model.parameters()]
+    ref = run(False, False)
+    for set_grads, watch in ((True, False), (True, True), (False, True)):
+        for a, b in zip(ref, run(set_grads, watch)): assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_resume_through_a_saved_file_is_exact(tmp_path):
+    "Save model, optimizer, GradNorm and data-order states after 7 steps, load them into new objects, finish: same as 14 in one go."
+    def make():
+        torch.manual_seed(0)
+        model = TwoHeadMLP(head_scale=10.0)
+        return model, torch.optim.Adam(model.parameters(), lr=1e-2), TwoWalletGradNorm(renormalise_over="all")
+
+    def run(model, opt, gn, g, steps):
+        for step in steps:
+            x, emo_t, per_t = mixed_batch(*((6, 4), (8, 0), (0, 8), (9, 1))[step % 4], generator=g)
+            opt.zero_grad()
+            gn.step(MultiTaskLoss()(*model(x), emo_t, per_t), model, set_grads=True)
+            opt.step()
+
+    model, opt, gn = make(); g = torch.Generator().manual_seed(0)
+    run(model, opt, gn, g, range(14))
+
+    m2, o2, gn2 = make(); g2 = torch.Generator().manual_seed(0)
+    run(m2, o2, gn2, g2, range(7))
+    torch.save({"model": m2.state_dict(), "opt": o2.state_dict(), "gradnorm": gn2.state_dict(),
+                "generator": g2.get_state()}, tmp_path / "ckpt.pt")
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    m3, o3, gn3 = make(); g3 = torch.Generator()
+    m3.load_state_dict(state["model"]); o3.load_state_dict(state["opt"]); gn3.load_state_dict(state["gradnorm"])
+    g3.set_state(state["generator"])
+    assert gn3.state_dict() == gn2.state_dict() and gn3.baselines  # baselines came back
+    run(m3, o3, gn3, g3, range(7, 14))
+    assert gn3.state_dict() == gn.state_dict()
+    for a, b in zip(model.parameters(), m3.parameters()): assert torch.equal(a, b)
+
+
+def test_fallback_to_the_loop_warns_and_agrees():
+    class ItemScale(torch.autograd.Function):  # its backward reads a value: vmap cannot run it
+        @staticmethod
+        def forward(ctx, x): return 2 * x
+
+        @staticmethod
+        def backward(ctx, g): return 2 * g * float(g.abs().sum().item() >= 0)
+
+    def run(batched):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(4, 2)
+        y = ItemScale.apply(lin(torch.randn(5, 4)))
+        gn = TwoWalletGradNorm(batched=batched)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gn.step({"emo_sup": y[:, 0].square().mean(), "per_sup": y[:, 1].abs().mean()}, lin, set_grads=True)
+        return gn, caught, [p.grad for p in lin.parameters()]
+
+    gn_b, caught, grads_b = run(True)
+    gn_l, _, grads_l = run(False)
+    assert not gn_b.batched and any("one autograd.grad per term" in str(c.message) for c in caught)
+    assert gn_b.state_dict() == gn_l.state_dict()
+    for a, b in zip(grads_b, grads_l): assert torch.allclose(a, b)
+
+
+# ---- the fusion model ------------------------------------------------------------------------------------------
+
+def test_fusion_model_batched_gradients_and_watched_step():
+    "vmap runs the fusion model's backward (MHA, LayerNorm, cosine similarity, GAT); watched and plain steps agree."
+    fusion = pytest.importorskip("ssl_mepr.fusion")
+    torch.manual_seed(0)
+    model = fusion.FusionModel().double().eval()
+    inputs = fusion.example_inputs(batch_size=8, seed=1)
+    inputs = tuple({m: t.double() for m, t in d.items()} for d in inputs)
+    emo_t = torch.full((8, 7), NAN); per_t = torch.full((8, 5), NAN)
+    emo_t[:5] = torch.softmax(torch.randn(5, 7), 1); per_t[5:] = torch.rand(3, 5)
+    criterion = MultiTaskLoss(tau_emotion=0.0, tau_personality=0.5)  # all four terms present
+
+    out = model(*inputs)
+    terms = criterion(out.emotion_logits, out.personality_scores, emo_t, per_t)
+    assert len(terms) == 4
+    stacked, params = torch.stack(list(terms.values())), list(model.parameters())
+    batched, looped = per_term_gradients(stacked, params, True), per_term_gradients(stacked, params, False)
+    for a, b in zip(batched, looped):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-10))
+
+    results = []
+    for watch in (False, True):
+        model.zero_grad()
+        gn = TwoWalletGradNorm(shared_parameters="trunk")
+        if watch: gn.watch(model)
+        out = model(*inputs)
+        gn.step(criterion(out.emotion_logits, out.personality_scores, emo_t, per_t), model, set_grads=True)
+        results.append((gn.state_dict(), [p.grad for p in model.parameters()]))
+    (s1, g1), (s2, g2) = results
+    assert s1["weights"] != TwoWalletGradNorm().weights
+    for k in s1["weights"]: assert close(s1["weights"][k], s2["weights"][k], 1e-10)
+    for a, b in zip(g1, g2):  # the personality Guide Bank is unused by default: no gradient in either
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-10))
+
+
+# ---- the stage-1/2 loss ----------------------------------------------------------------------------------------
+
+def test_unimodal_loss_with_class_weights_from_train_targets():
+    train = torch.tensor([[1., 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0],
+                          [0, 0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, .5, .5], [0, 0, 0, 0, 0, .5, .5], [NAN] * 7])
+    w = emotion_class_weights(train)                       # N = 7: (7 - 1)/1 = 6 for the first five, (7 - 1)/1 = 6 too
+    assert torch.allclose(w, torch.full((7,), 6.))
+    crit = UnimodalLoss(class_weights=w)
+    out = crit(torch.zeros(2, 7), torch.full((2, 5), .5), train[:2], torch.tensor([[NAN] * 5, [.25] * 5]))
+    assert close(out["emotion"].item(), 6 * math.log(7)) and close(out["personality"].item(), .25)
+    assert close(out["total"].item(), .1 * 6 * math.log(7) + .25)
+    ref = 0.1 * F.cross_entropy(torch.zeros(2, 7), train[:2], weight=w) + 0.25
+    assert close(out["total"].item(), ref.item())
