@@ -26,9 +26,13 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
 	@touch $@
 
-## The main job on the embedded demo corpus.
+## The main job: stages 1, 2 and 3 on the embedded demo corpus (executed notebooks in runs/$(RUN)/), then the table.
 demo: $(INSTALLED)
-	$(BIN)/ssl-mepr-demo-corpus runs/$(RUN)/corpus --size demo --probe
+	@mkdir -p runs/$(RUN)
+	$(BIN)/papermill nbs/stage1.ipynb runs/$(RUN)/stage1.ipynb -f params/demo.yaml -p run_name $(RUN)
+	$(BIN)/papermill nbs/stage2.ipynb runs/$(RUN)/stage2.ipynb -f params/demo.yaml -p run_name $(RUN)
+	$(BIN)/papermill nbs/stage3.ipynb runs/$(RUN)/stage3.ipynb -f params/demo.yaml -p run_name $(RUN)
+	@$(BIN)/ssl-mepr-stage 3 --params params/demo.yaml --run-name $(RUN)
 
 ## All tests: the notebooks and package agree, the notebooks run, the integration tests pass.
 test: $(INSTALLED) clean-check nbtest pytest
@@ -43,7 +47,7 @@ clean-check: $(INSTALLED)
 	else echo "clean-check: not a git checkout, skipped"; fi
 
 nbtest: $(INSTALLED)
-	$(BIN)/nbdev-test --n-workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest: $(INSTALLED)
-	$(BIN)/pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q

@@ -1,0 +1,83 @@
+"The three stages end to end through the `ssl-mepr-stage` command: quality, determinism, resume after SIGKILL, torchrun."
+import json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+TINY = dict(demo_size="tiny", model_width=32, max_layers=1, stage1_epochs=8, stage2_epochs=6, stage3_epochs=12,
+            patience=15, progress=False)
+
+
+def stage(n, params, root, name, **kw):
+    "Run `ssl-mepr-stage n` in a fresh process and return the completed process."
+    cmd = [str(BIN / "ssl-mepr-stage"), str(n), "--params", str(params), "--runs-root", str(root), "--run-name", name]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900, **kw)
+
+
+def clone_stages_1_2(root: Path, src: str, dst: str) -> None:
+    "A new run folder sharing the corpus and the stage-1/2 results of another (so only stage 3 is trained)."
+    for part in ("corpus", "stage1", "stage2"): shutil.copytree(root / src / part, root / dst / part)
+
+
+def metrics(root: Path, name: str) -> dict:
+    return json.loads((root / name / "stage3" / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    "A runs folder whose run 'base' has stages 1 and 2 trained on the tiny demo, plus the parameter file."
+    root = tmp_path_factory.mktemp("runs")
+    params = root / "tiny.yaml"; params.write_text(yaml.safe_dump(TINY))
+    out = stage(2, params, root, "base")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root, params
+
+
+def test_same_seed_same_metrics(tiny_runs):
+    root, params = tiny_runs
+    for name in ("a", "b"):
+        clone_stages_1_2(root, "base", name)
+        out = stage(3, params, root, name)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "stage 3 · fusion" in out.stdout
+    assert metrics(root, "a") == metrics(root, "b")
+    pd.testing.assert_frame_equal(pd.read_csv(root / "a/stage3/metrics.csv"), pd.read_csv(root / "b/stage3/metrics.csv"))
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_runs):
+    root, params = tiny_runs
+    if not (root / "a/stage3/metrics.json").exists():
+        clone_stages_1_2(root, "base", "a"); assert stage(3, params, root, "a").returncode == 0
+    clone_stages_1_2(root, "base", "killed")
+    cmd = [str(BIN / "ssl-mepr-stage"), "3", "--params", str(params), "--runs-root", str(root), "--run-name", "killed"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    csv = root / "killed/stage3/metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not csv.exists() or pd.read_csv(csv).epoch.max() < 3):
+        time.sleep(0.05)
+    time.sleep(0.1)                                   # into the next epoch
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert not (root / "killed/stage3/metrics.json").exists(), "the run finished before it could be killed"
+    out = stage(3, params, root, "killed")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert metrics(root, "killed") == metrics(root, "a")
+    pd.testing.assert_frame_equal(pd.read_csv(csv), pd.read_csv(root / "a/stage3/metrics.csv"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_reaches_the_same_quality(tiny_runs):
+    root, params = tiny_runs
+    if not (root / "a/stage3/metrics.json").exists():
+        clone_stages_1_2(root, "base", "a"); assert stage(3, params, root, "a").returncode == 0
+    clone_stages_1_2(root, "base", "ddp")
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "ssl-mepr-stage"), "3",
+           "--params", str(params), "--runs-root", str(root), "--run-name", "ddp"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    one, two = metrics(root, "a")["test"], metrics(root, "ddp")["test"]
+    assert two["mWACC"] > 0.5 and two["mWACC"] >= one["mWACC"] - 0.05
+    assert two["mACC"] >= one["mACC"] - 0.02
