@@ -70,14 +70,17 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_runs):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_reaches_the_same_quality(tiny_runs):
+    "Stage 3 data-parallel over 2 processes (gloo) against 1 process, supervised terms (the tiny corpus's pseudo-label noise aside)."
     root, params = tiny_runs
-    if not (root / "a/stage3/metrics.json").exists():
-        clone_stages_1_2(root, "base", "a"); assert stage(3, params, root, "a").returncode == 0
-    clone_stages_1_2(root, "base", "ddp")
+    sup = root / "tiny-supervised.yaml"; sup.write_text(yaml.safe_dump({**TINY, "semi_supervised": False}))
+    for name in ("one", "ddp"): clone_stages_1_2(root, "base", name)
+    assert stage(3, sup, root, "one").returncode == 0
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "ssl-mepr-stage"), "3",
-           "--params", str(params), "--runs-root", str(root), "--run-name", "ddp"]
+           "--params", str(sup), "--runs-root", str(root), "--run-name", "ddp"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    one, two = metrics(root, "a")["test"], metrics(root, "ddp")["test"]
-    assert two["mWACC"] > 0.5 and two["mWACC"] >= one["mWACC"] - 0.05
-    assert two["mACC"] >= one["mACC"] - 0.02
+    one, two = metrics(root, "one"), metrics(root, "ddp")
+    # the dev selection scalar is the stable comparison; the tiny test split (36 + 27 clips) is noisy
+    assert two["dev"]["mean_combo"] >= one["dev"]["mean_combo"] - 0.02
+    assert two["test"]["mean_combo"] >= one["test"]["mean_combo"] - 0.05
+    assert two["test"]["mWACC"] > 0.55 and two["test"]["CCC_pooled"] > 0.1
