@@ -14,13 +14,6 @@ from ssl_mepr.losses import (MultiTaskLoss, ReferenceTwoWalletGradNorm, TwoHeadM
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "The models here are tiny: extra threads only contend on a shared machine (and can slow these tests 10x)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def close(a, b, eps=1e-6): return abs(a - b) < eps

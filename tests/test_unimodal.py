@@ -18,13 +18,6 @@ def clips(modality, batch=B, steps=T, seed=0):
     return torch.randn(batch, steps, DEMO_DIMS[modality], generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    "These models are small per call; on shared cores, one intra-op thread is several times faster. Restored after."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
