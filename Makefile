@@ -26,12 +26,15 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
 	@touch $@
 
-## The main job: stages 1, 2 and 3 on the embedded demo corpus (executed notebooks in runs/$(RUN)/), then the table.
+## The main job: stages 1, 2 and 3 on the embedded demo corpus, then the results tables and the emotion-trait statistics
+## (executed notebooks in runs/$(RUN)/, tables and figures in figures/), then the summary table.
 demo: $(INSTALLED)
 	@mkdir -p runs/$(RUN)
 	$(BIN)/papermill nbs/stage1.ipynb runs/$(RUN)/stage1.ipynb -f params/demo.yaml -p run_name $(RUN)
 	$(BIN)/papermill nbs/stage2.ipynb runs/$(RUN)/stage2.ipynb -f params/demo.yaml -p run_name $(RUN)
 	$(BIN)/papermill nbs/stage3.ipynb runs/$(RUN)/stage3.ipynb -f params/demo.yaml -p run_name $(RUN)
+	$(BIN)/papermill nbs/tables.ipynb runs/$(RUN)/tables.ipynb -p run_name $(RUN)
+	$(BIN)/papermill nbs/correlations.ipynb runs/$(RUN)/correlations.ipynb -p run_name $(RUN)
 	@$(BIN)/ssl-mepr-stage 3 --params params/demo.yaml --run-name $(RUN)
 
 ## All tests: the notebooks and package agree, the notebooks run, the integration tests pass.
