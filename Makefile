@@ -6,11 +6,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.ssl_mepr-installed
 RUN ?= demo
 
-# Nothing touches the network at run time; plots render off-screen.
+# Nothing touches the network at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: demo test setup export clean-check nbtest pytest help
@@ -50,7 +49,7 @@ clean-check: $(INSTALLED)
 	else echo "clean-check: not a git checkout, skipped"; fi
 
 nbtest: $(INSTALLED)
-	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest: $(INSTALLED)
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/pytest -q
