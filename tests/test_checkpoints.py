@@ -12,26 +12,12 @@ from ssl_mepr.fusion import MODALITIES as FUSION_MODALITIES, RELEASED_INPUT_DIMS
 from ssl_mepr.training import save_checkpoint
 from ssl_mepr.unimodal import MODALITIES, MODALITY_CONFIGS, build_stage1, build_stage2
 
-D = 256
+from released_layout import D, released_shapes
 
 
 def authors_stage3_state_dict(seed=0):
-    "The released stage-3 state dict written by hand from the key list in the reference notes, random values."
-    shapes = {"emo_query": (1, 1, D), "pkl_query": (1, 1, D)}
-    for m in FUSION_MODALITIES:
-        p = f"projectors.{m}"
-        shapes |= {f"{p}.0.proj.0.weight": (D, RELEASED_INPUT_DIMS[m]), f"{p}.0.proj.0.bias": (D,),
-                   f"{p}.0.proj.3.weight": (D,), f"{p}.0.proj.3.bias": (D,),
-                   f"{p}.1.adapter.0.weight": (D // 2, D), f"{p}.1.adapter.0.bias": (D // 2,),
-                   f"{p}.1.adapter.3.weight": (D, D // 2), f"{p}.1.adapter.3.bias": (D,),
-                   f"{p}.1.layernorm.weight": (D,), f"{p}.1.layernorm.bias": (D,)}
-    shapes |= {"graph_attn.W.weight": (D, D), "graph_attn.a": (2 * D, 1),
-               "cross_attn.in_proj_weight": (3 * D, D), "cross_attn.in_proj_bias": (3 * D,),
-               "cross_attn.out_proj.weight": (D, D), "cross_attn.out_proj.bias": (D,),
-               "emo_head.weight": (7, D), "emo_head.bias": (7,), "pkl_head.weight": (5, D), "pkl_head.bias": (5,),
-               "guide_bank_emo.embeddings": (7, D), "guide_bank_pkl.embeddings": (5, D),
-               "emo_logit_proj.weight": (D, 7), "emo_logit_proj.bias": (D,),
-               "per_logit_proj.weight": (D, 5), "per_logit_proj.bias": (D,)}
+    "The released stage-3 state dict (key list written by hand from the reference notes), random values."
+    shapes = released_shapes()
     g = torch.Generator().manual_seed(seed)
     return {k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}
 
