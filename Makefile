@@ -26,7 +26,8 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 ## The main job: stages 1, 2 and 3 on the embedded demo corpus, then the results tables and the emotion-trait statistics
-## (executed notebooks in runs/$(RUN)/, tables and figures in figures/), then the summary table.
+## (executed notebooks in runs/$(RUN)/, tables and figures in figures/), then the summary table, then `ssl-mepr predict`
+## on a generated portrait clip with the run's tiny backbones (the whole path from a video file).
 demo: $(INSTALLED)
 	@mkdir -p runs/$(RUN)
 	$(BIN)/papermill nbs/stage1.ipynb runs/$(RUN)/stage1.ipynb -f params/demo.yaml -p run_name $(RUN)
@@ -35,6 +36,8 @@ demo: $(INSTALLED)
 	$(BIN)/papermill nbs/tables.ipynb runs/$(RUN)/tables.ipynb -p run_name $(RUN)
 	$(BIN)/papermill nbs/correlations.ipynb runs/$(RUN)/correlations.ipynb -p run_name $(RUN)
 	@$(BIN)/ssl-mepr-stage 3 --params params/demo.yaml --run-name $(RUN)
+	@$(PY) -c "from ssl_mepr.media import write_portrait_clip; write_portrait_clip('runs/$(RUN)/sample clip.mp4', seconds=3)"
+	$(BIN)/ssl-mepr predict "runs/$(RUN)/sample clip.mp4" --run runs/$(RUN) --transcript "I really enjoyed meeting everyone today"
 
 ## All tests: the notebooks and package agree, the notebooks run, the integration tests pass.
 test: $(INSTALLED) clean-check nbtest pytest

@@ -181,15 +181,19 @@ def finished_clip_ids(directory) -> set:
     return done | set(read_failures(d)["clip_id"])
 
 def read_failures(directory) -> pd.DataFrame:
-    "The failures table of a store folder (columns clip_id, reason; empty when nothing failed)."
-    p = Path(directory) / "failures.csv"
-    return pd.read_csv(p, dtype=str, keep_default_na=False) if p.exists() else pd.DataFrame(columns=["clip_id", "reason"])
+    "The failures table of a store folder (columns clip_id, reason; empty when nothing failed), all writers together."
+    tables = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(Path(directory).glob("failures*.csv"))]
+    if not tables: return pd.DataFrame(columns=["clip_id", "reason"])
+    table = pd.concat(tables, ignore_index=True)
+    return table.drop_duplicates("clip_id", keep="last").reset_index(drop=True)
 
 def record_failures(directory,  # a folder from `store_dir`
-                    failures: dict  # clip id -> one-line reason
+                    failures: dict,  # clip id -> one-line reason
+                    writer: str = ""  # e.g. "rank-1": each process of a parallel extraction keeps its own table
                    ) -> Path:
     "Add clips to the failures table (atomic rewrite; a clip recorded again keeps its newest reason)."
-    old = read_failures(directory)
+    path = Path(directory) / (f"failures-{writer}.csv" if writer else "failures.csv")
+    old = pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=["clip_id", "reason"])
     new = pd.DataFrame({"clip_id": list(failures), "reason": [str(r) for r in failures.values()]})
     table = pd.concat([old[~old.clip_id.isin(new.clip_id)], new], ignore_index=True)
-    return atomic_write_text(Path(directory) / "failures.csv", table.to_csv(index=False))
+    return atomic_write_text(path, table.to_csv(index=False))

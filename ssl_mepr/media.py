@@ -17,7 +17,8 @@ import numpy as np
 __all__ = ['ATTACHED_PIC', 'DETECTORS', 'MediaError', 'open_media', 'write_clip', 'MediaInfo', 'probe_media',
            'sample_frame_indices', 'upright', 'read_frames', 'read_audio', 'Box', 'Detector', 'HaarFaceDetector',
            'HOGPersonDetector', 'MediaPipeFaceDetector', 'MediaPipePoseBodyDetector', 'YoloDetector', 'make_detector',
-           'average_box', 'frame_boxes', 'crop_box', 'crop_sequence', 'face_and_body_crops']
+           'average_box', 'frame_boxes', 'crop_box', 'crop_sequence', 'face_and_body_crops', 'portrait_frames',
+           'sound_track', 'write_portrait_clip']
 
 # %% ../nbs/03_media.ipynb #af1078e7
 class MediaError(ValueError):
@@ -382,3 +383,41 @@ def face_and_body_crops(frames,  # [K, H, W, 3] sampled frames
     "Face and body crops of the same frames, one per frame, each with its mask."
     return {"face": crop_sequence(frames, face_detector, substitute),
             "body": crop_sequence(frames, body_detector, substitute)}
+
+# %% ../nbs/03_media.ipynb #ca7cb329
+def portrait_frames(n: int,  # number of frames
+                    height: int = 256, width: int = 192,  # frame size; the portrait is scaled to fill it
+                    drift: int = 8  # pixels the picture moves left and right over the clip
+                   ) -> np.ndarray:  # [n, height, width, 3] uint8
+    "Frames of the astronaut portrait moving gently sideways."
+    try: from skimage import data as skdata
+    except ImportError: raise ImportError("portrait clips need scikit-image: pip install 'ssl_mepr[dev]'") from None
+    from skimage.transform import resize
+    photo = skdata.astronaut()[:, 48:432]  # 512 x 384, the face in the upper middle
+    photo = (resize(photo, (height, width + 2 * drift), anti_aliasing=True) * 255).astype(np.uint8)
+    shifts = np.round(drift * (1 + np.sin(np.linspace(0, 2 * np.pi, n, endpoint=False)))).astype(int)
+    return np.stack([photo[:, s:s + width] for s in shifts])
+
+def sound_track(kind: str,  # "speech" (a voiced, syllable-modulated signal), "tone", "noise" or "silence"
+                seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    "A mono float32 sound track for generated clips."
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    rng = np.random.default_rng(seed)
+    if kind == "silence": return np.zeros_like(t, dtype=np.float32)
+    if kind == "tone": return (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    if kind == "noise": return (0.2 * rng.standard_normal(len(t))).astype(np.float32)
+    if kind == "speech":
+        pitch = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
+        voiced = sum(np.sin(2 * np.pi * k * np.cumsum(pitch) / sample_rate) / k for k in range(1, 8))
+        syllables = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
+        return (0.3 * voiced * syllables / 2.6 + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    raise ValueError(f"unknown sound track kind {kind!r}; expected speech, tone, noise or silence")
+
+def write_portrait_clip(path,  # the .mp4 to write
+                        seconds: float = 2.0, fps: int = 15,
+                        audio: str | None = "speech",  # sound_track kind, or None for no sound track
+                        height: int = 256, width: int = 192) -> Path:
+    "Write a short H.264 + AAC clip of the astronaut portrait with a generated sound track."
+    frames = portrait_frames(max(1, round(seconds * fps)), height, width)
+    track = None if audio is None else sound_track(audio, seconds)
+    return write_clip(path, frames, fps=fps, audio=track)

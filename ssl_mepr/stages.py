@@ -17,16 +17,19 @@ from .labels import EMOTIONS, TRAITS
 from .features import find_store, read_sequences, atomic_write_bytes, atomic_write_text
 from .metrics import emotion_metrics, personality_metrics, selection_scalars
 from .losses import UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
-from .unimodal import build_stage1, build_stage2, stage3_inputs, MODALITY_CONFIGS, CORRECTED
+from .unimodal import build_stage1, build_stage2, stage3_inputs, MODALITY_CONFIGS, CORRECTED, CrossDomainBase
+from .demo import DEMO_DIMS
 from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS
 from .training import TensorData, TrainConfig, fit, load_best, FitResult, ProcessContext, process_context
 
 # %% auto #0
-__all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'SUMMARY_COLUMNS', 'label_tensors', 'split_rows', 'sequence_split', 'concat_splits',
-           'prediction_metrics', 'predict_in_chunks', 'Stage1Task', 'Stage2Task', 'save_stage3_inputs',
-           'load_stage3_inputs', 'export_stage3_inputs', 'stage3_split', 'Stage3Task', 'narrow_overrides', 'run_stage1',
-           'load_stage1', 'run_stage2', 'build_stage3_model', 'run_stage3', 'stage3_split_from_run', 'project_root',
-           'RunSpec', 'run_spec', 'run_stages', 'run_summary', 'read_params', 'cli_run_stage', 'training_curves']
+__all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'DEMO_BACKBONE_DIMS', 'SUMMARY_COLUMNS', 'label_tensors', 'split_rows',
+           'sequence_split', 'concat_splits', 'prediction_metrics', 'predict_in_chunks', 'Stage1Task', 'Stage2Task',
+           'save_stage3_inputs', 'load_stage3_inputs', 'export_stage3_inputs', 'stage3_split', 'Stage3Task',
+           'narrow_overrides', 'run_stage1', 'load_stage1', 'stage2_from_run', 'run_stage2', 'build_stage3_model',
+           'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec', 'run_sizes_and_switches', 'demo_backbones',
+           'run_spec', 'run_stages', 'run_summary', 'read_params', 'run_params', 'write_run_params', 'read_run_params',
+           'cli_run_stage', 'training_curves']
 
 # %% ../nbs/11a_stages.ipynb #24bec99c
 def label_tensors(rows: pd.DataFrame) -> dict:
@@ -272,6 +275,13 @@ def load_stage1(run_dir, modality: str, task: str, input_dim: int, seed: int, si
     model = build_stage1(modality, task, input_dim=input_dim, seed=seed, **((sizes or {}).get(modality, {}).get(task, {})), **s1)
     return load_best(model, Path(run_dir) / "stage1" / modality / task)
 
+def stage2_from_run(run_dir, modality: str, input_dim: int, seed: int, sizes=None, switches=None) -> CrossDomainBase:
+    "A run's stage-2 model of one modality around its trained stage-1 models (stage-2 weights as built, untrained)."
+    E, P = (load_stage1(run_dir, modality, t, input_dim, seed, sizes, switches) for t in ("emotion", "personality"))
+    stage2_kw = {**(sizes or {}).get(modality, {}).get("stage2", {}), **{k: v for k, v in (switches or {}).items() if k not in STAGE1_SWITCHES}}
+    if MODALITY_CONFIGS[modality]["stage2"].get("family") == "audio": stage2_kw.pop("detach_projections", None)
+    return build_stage2(modality, E, P, seed=seed, **stage2_kw)
+
 def run_stage2(run_dir, features_root, manifest: pd.DataFrame,
                modalities=("body", "face", "scene", "audio", "text"),
                train_cfg: TrainConfig | None = None, sizes: dict | None = None,
@@ -284,11 +294,7 @@ def run_stage2(run_dir, features_root, manifest: pd.DataFrame,
         split = lambda corpus, s: sequence_split(features_root, manifest, corpus, s, m)
         evals = {s: concat_splits(split("mosei", s), split("fiv2", s)) for s in ("dev", "test")}
         mosei_train, fiv2_train = split("mosei", "train"), split("fiv2", "train")
-        D = mosei_train.tensors["x"].shape[-1]
-        E, P = (load_stage1(run_dir, m, t, D, cfg.seed, sizes, switches) for t in ("emotion", "personality"))
-        stage2_kw = {**(sizes or {}).get(m, {}).get("stage2", {}), **{k: v for k, v in (switches or {}).items() if k not in STAGE1_SWITCHES}}
-        if MODALITY_CONFIGS[m]["stage2"].get("family") == "audio": stage2_kw.pop("detach_projections", None)
-        model = build_stage2(m, E, P, seed=cfg.seed, **stage2_kw)
+        model = stage2_from_run(run_dir, m, mosei_train.tensors["x"].shape[-1], cfg.seed, sizes, switches)
         train = mosei_train if pairing == "unrelated" else concat_splits(mosei_train, fiv2_train)
         task = Stage2Task(pairing, fiv2_train if pairing == "unrelated" else None, seed=cfg.seed)
         out = Path(run_dir) / "stage2" / m
@@ -356,6 +362,26 @@ class RunSpec:
     stage3_loss: dict = dataclasses.field(default_factory=dict)  # MultiTaskLoss arguments
     compare_supervised: bool = False  # also train stage 3 without the pseudo-label terms (into stage3-supervised/)
 
+def run_sizes_and_switches(model_width: int | None, max_layers: int, corrected: bool) -> tuple:
+    "A run's model sizes ({modality: narrow_overrides}, None: released sizes) and switches (CORRECTED or none)."
+    sizes = None if model_width is None else {m: narrow_overrides(m, model_width, max_layers) for m in MODALITY_CONFIGS}
+    return sizes, (dict(CORRECTED) if corrected else {})
+
+DEMO_BACKBONE_DIMS = {"audio": DEMO_DIMS["audio"], "text": DEMO_DIMS["text"], "image": DEMO_DIMS["face"]}
+
+def demo_backbones(run_dir) -> Path:
+    "Tiny random backbones shaped like the demo corpus's features, saved in the run with `backbones.json` (for predict)."
+    path = Path(run_dir) / "backbones.json"
+    if path.exists(): return path
+    from ssl_mepr.extractors import save_tiny_backbones
+    from ssl_mepr.extraction import ExtractionSettings
+    config = save_tiny_backbones(Path(run_dir) / "backbones", dims=DEMO_BACKBONE_DIMS)
+    here = Path(run_dir).resolve()  # store the sources relative to the run, so that the run folder can move
+    for part in config.values():
+        if isinstance(part, dict) and Path(str(part.get("source", ""))).resolve().is_relative_to(here):
+            part["source"] = str(Path(part["source"]).resolve().relative_to(here))
+    return atomic_write_text(path, json.dumps({**config, "settings": ExtractionSettings().to_dict()}, indent=1))
+
 def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_size: str = "demo", seed: int = 42,
              modalities=("body", "face", "scene", "audio", "text"), model_width: int | None = 64, max_layers: int = 2,
              corrected: bool = False, pairing: str = "unrelated", batch_size: int = 32,
@@ -372,9 +398,10 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
     manifest_path = root / "manifest.csv"
     if not manifest_path.exists(): raise FileNotFoundError(f"{manifest_path}: no manifest (prepare the corpus first)")
     manifest = read_manifest(manifest_path)
-    sizes = None if model_width is None else {m: narrow_overrides(m, model_width, max_layers) for m in MODALITY_CONFIGS}
+    sizes, switches = run_sizes_and_switches(model_width, max_layers, corrected)
+    if corpus == "demo": demo_backbones(run_dir)
     cfg = lambda epochs, lr: TrainConfig(max_epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
-    return RunSpec(run_dir, root / "features", manifest, tuple(modalities), sizes, dict(CORRECTED) if corrected else {},
+    return RunSpec(run_dir, root / "features", manifest, tuple(modalities), sizes, switches,
                    "same_clip" if corrected else pairing,
                    {"stage1": cfg(stage1_epochs, lr_unimodal), "stage2": cfg(stage2_epochs, lr_unimodal), "stage3": cfg(stage3_epochs, lr_fusion)},
                    {"emotion": stage3_emotion_loss, "semi_supervised": semi_supervised}, compare_supervised)
@@ -436,6 +463,25 @@ def read_params(path) -> dict:
     if not isinstance(params, dict): raise SystemExit(f"{path}: parameters must be a mapping of names to values")
     return params
 
+def run_params(params: dict  # some of run_spec's arguments
+              ) -> dict:  # all of them, the missing ones at run_spec's defaults
+    "A run's complete parameters, as `params.json` records them."
+    import inspect
+    defaults = {k: v.default for k, v in inspect.signature(run_spec).parameters.items() if k != "progress"}
+    unknown = set(params) - set(defaults) - {"device", "progress"}
+    if unknown: raise ValueError(f"unknown run parameters {sorted(unknown)}; expected some of {sorted(defaults)}")
+    return {**defaults, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k in defaults}}
+
+def write_run_params(run_dir, params: dict) -> Path:
+    "Record a run's parameters in `<run_dir>/params.json` (what predict and the analysis notebooks read back)."
+    return atomic_write_text(Path(run_dir) / "params.json", json.dumps(run_params(params), indent=1))
+
+def read_run_params(run_dir) -> dict:
+    "A run's parameters from its `params.json`, completed with run_spec's defaults."
+    path = Path(run_dir) / "params.json"
+    if not path.exists(): raise FileNotFoundError(f"{path}: no run parameters (is {run_dir} a run folder made by the stage notebooks or ssl-mepr-stage?)")
+    return run_params(json.loads(path.read_text()))
+
 @call_parse
 def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
                   params: str = None,  # YAML parameter file (keys of the notebooks' parameters cells)
@@ -450,6 +496,7 @@ def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
     p.update({k: v for k, v in dict(run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed).items() if v is not None})
     ctx = process_context(p.pop("device", None))
     spec = run_spec(**{**p, "progress": p.get("progress", True) and ctx.is_main})
+    if ctx.is_main: write_run_params(spec.run_dir, p)
     run_stages(spec, stage, ctx)
     if ctx.is_main:
         with pd.option_context("display.width", 200, "display.max_rows", 100):
