@@ -40,7 +40,7 @@ def loop_rate(data, batch_size, steps):
 def step_rate(data, batch_size, steps):
     "Clips per second of forward + loss + GradNorm + Adam alone, on batches built beforehand."
     torch.manual_seed(0); model = FusionModel(seed=0); task = Stage3Task()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    opt = make_optimizer(model.parameters(), TrainConfig())  # the trainer's optimiser (fused Adam)
     batches = [data.take(torch.arange(i * batch_size, (i + 1) * batch_size)) for i in range(steps + 3)]
     def step(b):
         opt.zero_grad(set_to_none=True); task.loss(model, b); opt.step()

@@ -147,6 +147,7 @@ class GuideBank(nn.Module):
 # %% ../nbs/09_fusion.ipynb #f4385c7f
 class FusionModel(nn.Module):
     "The released stage-3 model (MultiModalFusionModelWithAblation) with its parameter names."
+    independent_rows = True  # each clip's outputs depend on that clip alone (no batch statistics): see TwoWalletGradNorm.watch
     def __init__(self, config: FusionConfig | None = None,  # sizes and switches; None: the released defaults
                  seed: int | None = None,  # build the weights under this torch seed (caller's RNG untouched)
                  **overrides):             # FusionConfig fields to change, e.g. hidden_dim=64

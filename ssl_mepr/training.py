@@ -127,6 +127,7 @@ class TrainConfig:
     patience: int = 15              # epochs without a strict improvement of the dev selection scalar
     batch_size: int = 32
     optimizer: str = "adam"         # adam | adamw | sgd
+    fused_optimizer: bool = True    # Adam/AdamW as PyTorch's fused kernel: the same update, one kernel for all tensors
     lr: float = 1e-4
     weight_decay: float = 1e-5
     momentum: float = 0.9           # sgd only
@@ -148,8 +149,9 @@ class TrainConfig:
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser named in the configuration."
     params = [p for p in params if p.requires_grad]
-    if cfg.optimizer == "adam": return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw": return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fused = {"fused": True} if cfg.fused_optimizer and all(p.is_floating_point() for p in params) else {}
+    if cfg.optimizer == "adam": return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    if cfg.optimizer == "adamw": return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 def make_scheduler(optimizer, cfg: TrainConfig):

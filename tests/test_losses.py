@@ -76,10 +76,11 @@ def test_bad_inputs_name_the_argument():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("switches", [{}, {"shared_parameters": "trunk", "renormalise_over": "all"}])
-@pytest.mark.parametrize("watch", [False, True])
-def test_batched_gradnorm_matches_reference(dtype, switches, watch):
+@pytest.mark.parametrize("path", ["batched", "watched", "two_pass"])
+def test_batched_gradnorm_matches_reference(dtype, switches, path):
     "20 Adam steps from one seed: the same wallets and parameters (1e-6), batches covering the presence cases."
-    res = compare_with_reference(n_steps=20, dtype=dtype, watch=watch, **switches)
+    watch = {"batched": {}, "watched": {"watch": True, "independent_rows": False}, "two_pass": {"watch": True}}[path]
+    res = compare_with_reference(n_steps=20, dtype=dtype, **watch, **switches)
     seen = set(res["seen"])
     assert res["seen"] == res["seen_reference"]
     assert ("emo_ssl", "emo_sup", "per_ssl", "per_sup") in seen
@@ -197,6 +198,67 @@ def test_fusion_model_batched_gradients_and_watched_step():
         assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-10))
 
 
+def _fusion_run(kind, n_steps=8, compositions=((6, 4), (8, 0), (0, 8), (9, 1)), config_overrides=None, **switches):
+    "Train a narrow float64 fusion model with the reference loop or TwoWalletGradNorm; dropout on, same masks."
+    fusion = pytest.importorskip("ssl_mepr.fusion")
+    config = fusion.FusionConfig(input_dims=dict(body=24, face=16, scene=20, audio=12, text=12), hidden_dim=16, num_heads=4,
+                                 **(config_overrides or {}))
+    model = fusion.FusionModel(config, seed=0).double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    criterion = MultiTaskLoss(tau_emotion=0.17, tau_personality=0.55)  # near-uniform start: pseudo-labels come and go
+    gn = ReferenceTwoWalletGradNorm(**switches) if kind == "reference" else TwoWalletGradNorm(**switches)
+    if kind == "two_pass": gn.watch(model)                          # FusionModel declares independent rows
+    if kind == "watched": gn.watch(model, independent_rows=False)
+    seen, paths = [], []
+    for step in range(n_steps):
+        n_mosei, n_fiv2 = compositions[step % len(compositions)]
+        inputs = fusion.example_inputs(config, batch_size=n_mosei + n_fiv2, seed=step)
+        _, emo_t, per_t = mixed_batch(n_mosei, n_fiv2, generator=torch.Generator().manual_seed(step))
+        torch.manual_seed(100 + step)                                  # the same dropout masks in every run
+        opt.zero_grad()
+        out = model(*inputs)
+        losses = criterion(out.emotion_logits, out.personality_scores, emo_t, per_t)
+        seen.append(tuple(sorted(losses)))
+        if kind == "reference": gn.step(losses, model).backward()
+        else: gn.step(losses, model, set_grads=True); paths.append(gn.last_path)
+        opt.step()
+    return model, gn.state_dict(), seen, paths
+
+
+@pytest.mark.parametrize("switches", [{}, {"shared_parameters": "trunk", "renormalise_over": "all"}])
+def test_fusion_model_two_pass_matches_reference(switches):
+    "The stage-3 model (narrow, float64, dropout on): 8 Adam steps of the two-pass path and the general watched path equal the reference loop."
+    ref_model, ref_state, ref_seen, _ = _fusion_run("reference", **switches)
+    assert ("emo_ssl", "emo_sup", "per_ssl", "per_sup") in ref_seen                    # all four terms
+    assert ("emo_sup", "per_ssl") in ref_seen                                           # MOSEI only
+    assert any("emo_sup" not in s and "per_sup" in s for s in ref_seen)                 # FIv2 only
+    assert any({"emo_sup", "per_sup"} <= set(s) and "emo_ssl" not in s for s in ref_seen)  # a pseudo-label term absent
+    for kind in ("two_pass", "watched"):
+        model, state, seen, paths = _fusion_run(kind, **switches)
+        assert seen == ref_seen
+        assert set(paths) == ({"two_pass"} if kind == "two_pass" else {"batched"}), paths
+        for part in ("weights", "baselines"):
+            assert sorted(state[part]) == sorted(ref_state[part])
+            for k, v in state[part].items(): assert close(v, ref_state[part][k]), (kind, part, k)
+        assert state["weights"] != TwoWalletGradNorm().weights
+        for (name, a), b in zip(model.named_parameters(), ref_model.parameters()):
+            assert (a - b).abs().max().item() < 1e-6, (kind, name)
+
+
+def test_two_pass_falls_back_when_the_records_do_not_fit():
+    "Two forwards before a step (the records cannot tell which made the terms): the general path, the same numbers."
+    torch.manual_seed(0)
+    model, gn = TwoHeadMLP(head_scale=10.0).double(), TwoWalletGradNorm()
+    gn.watch(model)
+    x, emo_t, per_t = mixed_batch(6, 4, generator=torch.Generator().manual_seed(3))
+    model(x.double())
+    gn.step(MultiTaskLoss()(*model(x.double()), emo_t, per_t), model, set_grads=True)
+    assert gn.last_path == "batched"
+    model.zero_grad()
+    gn.step(MultiTaskLoss()(*model(x.double()), emo_t, per_t), model, set_grads=True)
+    assert gn.last_path == "two_pass"
+
+
 # ---- the stage-1/2 loss ----------------------------------------------------------------------------------------
 
 def test_unimodal_loss_with_class_weights_from_train_targets():
@@ -210,3 +272,16 @@ def test_unimodal_loss_with_class_weights_from_train_targets():
     assert close(out["total"].item(), .1 * 6 * math.log(7) + .25)
     ref = 0.1 * F.cross_entropy(torch.zeros(2, 7), train[:2], weight=w) + 0.25
     assert close(out["total"].item(), ref.item())
+
+
+@pytest.mark.parametrize("overrides", [{"use_graph_attention": False}, {"use_cross_attention": False},
+                                       {"use_emotion_guide_bank": False}, {"use_personality_guide_bank": True},
+                                       {"use_emotion_predict_projector": False}, {"disabled_modalities": ("audio", "text")}])
+def test_fusion_ablations_two_pass_matches_reference(overrides):
+    "Every ablation of the fusion model: the two-pass path (or its fallback) gives the reference loop's wallets and weights."
+    ref_model, ref_state, _, _ = _fusion_run("reference", config_overrides=overrides)
+    model, state, _, paths = _fusion_run("two_pass", config_overrides=overrides)
+    for k, v in state["weights"].items(): assert close(v, ref_state["weights"][k]), (overrides, k)
+    for (name, a), b in zip(model.named_parameters(), ref_model.parameters()):
+        assert (a - b).abs().max().item() < 1e-6, (overrides, name)
+    assert "two_pass" in paths, paths

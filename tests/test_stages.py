@@ -84,3 +84,27 @@ def test_torchrun_two_processes_reaches_the_same_quality(tiny_runs):
     assert two["dev"]["mean_combo"] >= one["dev"]["mean_combo"] - 0.02
     assert two["test"]["mean_combo"] >= one["test"]["mean_combo"] - 0.05
     assert two["test"]["mWACC"] > 0.55 and two["test"]["CCC_pooled"] > 0.1
+
+
+def test_fusion_beats_every_single_modality(tiny_runs):
+    """Stage 3 (supervised terms; see the README for the released loss's trait shortfall) against every stage-2 model
+    and the label-only baselines, read from the run's summary table: clear margins on emotions and on the selection
+    scalar, at least the best modality on traits; every model above the mean baseline on the selection scalar (on the
+    tiny corpus single modalities' mWACC can sit at chance)."""
+    from ssl_mepr.corpora import read_manifest
+    from ssl_mepr.stages import run_summary
+    root, params = tiny_runs
+    if not (root / "one/stage3/metrics.json").exists():  # trained by the torchrun test when it ran first
+        clone_stages_1_2(root, "base", "one")
+        sup = root / "tiny-supervised.yaml"; sup.write_text(yaml.safe_dump({**TINY, "semi_supervised": False}))
+        assert stage(3, sup, root, "one").returncode == 0
+    table = run_summary(root / "one", read_manifest(root / "base/corpus/manifest.csv")).mul(100)
+    for split in ("dev", "test"):
+        t = table.xs(split, level="split")
+        single = t[t.index.str.startswith("stage 2")]
+        fusion, mean = t.loc["stage 3 · fusion"], t.loc["baseline · train mean"]
+        assert (single.mean_combo > mean.mean_combo).all() and fusion.mWACC > 50, single.mean_combo
+        assert fusion.mWACC >= single.mWACC.max() + 1, (split, fusion.mWACC, single.mWACC.max())
+        assert fusion.mean_combo >= single.mean_combo.max() + 3, (split, fusion.mean_combo, single.mean_combo.max())
+        assert fusion.mACC >= single.mACC.max() - 0.5 and fusion.mACC > mean.mACC, (split, fusion.mACC, single.mACC.max())
+        assert fusion.CCC_pooled > single.CCC_pooled.max(), (split, fusion.CCC_pooled, single.CCC_pooled.max())
