@@ -385,7 +385,7 @@ def demo_backbones(run_dir) -> Path:
 def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_size: str = "demo", seed: int = 42,
              modalities=("body", "face", "scene", "audio", "text"), model_width: int | None = 64, max_layers: int = 2,
              corrected: bool = False, pairing: str = "unrelated", batch_size: int = 32,
-             stage1_epochs: int = 15, stage2_epochs: int = 10, stage3_epochs: int = 40, patience: int = 15,
+             stage1_epochs: int = 12, stage2_epochs: int = 8, stage3_epochs: int = 40, patience: int = 10,
              lr_unimodal: float = 1e-3, lr_fusion: float = 1e-3, stage3_emotion_loss: str = "ce_argmax",
              semi_supervised: bool = True, compare_supervised: bool = False, progress: bool = True) -> RunSpec:
     "Resolve a run's parameters: corpus (demo built when needed), sizes, switches and per-stage TrainConfigs."
