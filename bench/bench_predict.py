@@ -48,10 +48,12 @@ def main():
         t = time.perf_counter(); models = paper_models(tmp); load_s = time.perf_counter() - t
         clip = write_portrait_clip(tmp / "fifteen seconds.mp4", seconds=15.0, fps=30, height=360, width=640)
         predict_video(models, clip, TRANSCRIPT)  # warm-up (detectors, first-call allocations)
-        runs = [predict_video(models, clip, TRANSCRIPT)["timings"] for _ in range(args.repeats)]
+        results = [predict_video(models, clip, TRANSCRIPT) for _ in range(args.repeats)]
+    runs = [r["timings"] for r in results]
     steps = list(runs[0])
     medians = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in steps}
     print(json.dumps({"threads": args.threads, "repeats": args.repeats, "build_and_load_s": round(load_s, 1),
+                      "sequence_lengths": {m: v["steps"] for m, v in results[0]["modalities"].items()},
                       "median_s": {k: round(v, 3) for k, v in medians.items()}}, indent=1))
 
 

@@ -386,7 +386,7 @@ def face_and_body_crops(frames,  # [K, H, W, 3] sampled frames
 
 # %% ../nbs/03_media.ipynb #ca7cb329
 def portrait_frames(n: int,  # number of frames
-                    height: int = 256, width: int = 192,  # frame size; the portrait is scaled to fill it
+                    height: int = 256, width: int = 192,  # frame size; the portrait is scaled to the height, on grey
                     drift: int = 8  # pixels the picture moves left and right over the clip
                    ) -> np.ndarray:  # [n, height, width, 3] uint8
     "Frames of the astronaut portrait moving gently sideways."
@@ -394,7 +394,12 @@ def portrait_frames(n: int,  # number of frames
     except ImportError: raise ImportError("portrait clips need scikit-image: pip install 'ssl_mepr[dev]'") from None
     from skimage.transform import resize
     photo = skdata.astronaut()[:, 48:432]  # 512 x 384, the face in the upper middle
-    photo = (resize(photo, (height, width + 2 * drift), anti_aliasing=True) * 255).astype(np.uint8)
+    scaled = round(photo.shape[1] * height / photo.shape[0])  # keep the photo's aspect ratio
+    photo = (resize(photo, (height, scaled), anti_aliasing=True) * 255).astype(np.uint8)
+    canvas = np.full((height, width + 2 * drift, 3), 96, np.uint8)  # a grey backdrop for wide frames
+    if scaled >= canvas.shape[1]: canvas = photo[:, (scaled - canvas.shape[1]) // 2:][:, :canvas.shape[1]]
+    else: canvas[:, (canvas.shape[1] - scaled) // 2:][:, :scaled] = photo
+    photo = canvas
     shifts = np.round(drift * (1 + np.sin(np.linspace(0, 2 * np.pi, n, endpoint=False)))).astype(int)
     return np.stack([photo[:, s:s + width] for s in shifts])
 
