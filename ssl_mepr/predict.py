@@ -20,7 +20,7 @@ from .unimodal import stage3_inputs
 from .checkpoints import CheckpointError, infer_fusion_config
 from .training import load_checkpoint
 from .stages import read_run_params, run_sizes_and_switches, stage2_from_run
-from .extraction import (ExtractionSettings, ClipExtraction, extract_clip, make_detectors, read_backbones_file,
+from .extraction import (ExtractionSettings, ClipExtraction, extract_clip, make_detectors, read_backbones_file, backbones_file,
                                  add_extract_arguments, run_extract, IMAGE_MODALITIES)
 
 # %% auto #0
@@ -61,16 +61,18 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
              device: str = "auto",  # "auto", "cpu", "cuda", "cuda:1", ...
              stage3: str = "stage3",  # the fusion model's folder in the run (e.g. "stage3-supervised")
              bf16: bool = False,  # bfloat16 backbones on a GPU
-             allow_network: bool = False  # let backbones named by hub id download
+             allow_network: bool = False,  # let backbones named by hub id download
+             backbones=None  # a backbones JSON file; default: the run's backbones.json
             ) -> PredictionModels:
     "Load everything a run needs to predict from a video."
     from ssl_mepr.extractors import load_backbones, pick_device
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run folder (run `make demo` to make runs/demo)")
     params = read_run_params(run_dir)
-    spec, settings = read_backbones_file(run_dir)
+    source = backbones_file(run_dir if backbones is None else backbones)
+    spec, settings = read_backbones_file(source)
     device = pick_device(device)
-    backbones = load_backbones(spec, device=str(device), bf16=bf16, allow_network=allow_network, base_dir=run_dir)
+    backbones = load_backbones(spec, device=str(device), bf16=bf16, allow_network=allow_network, base_dir=source.parent)
     sizes, switches = run_sizes_and_switches(params["model_width"], params["max_layers"], params["corrected"])
     widths = {m: (backbones.image if m in IMAGE_MODALITIES else getattr(backbones, m)) for m in MODALITIES}
     stage2 = {}
@@ -197,6 +199,7 @@ def command_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT ('-': standard output)")
     p.add_argument("--attributions", action="store_true", help="Input×Gradient attributions per modality")
     p.add_argument("--stage3", default="stage3", help="fusion model folder inside the run (default: stage3)")
+    p.add_argument("--backbones", help="backbones JSON file (default: the run's backbones.json)")
     p.add_argument("--device", default="auto"); p.add_argument("--bf16", action="store_true")
     p.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -217,7 +220,8 @@ def _fail(args, prefix: str, e: BaseException, code: int) -> int:
 def run_predict(args) -> int:
     "`ssl-mepr predict` with parsed arguments; the exit code."
     transcript = read_transcript(args.transcript, args.transcript_file)
-    models = load_run(args.run, device=args.device, stage3=args.stage3, bf16=args.bf16, allow_network=args.allow_network)
+    models = load_run(args.run, device=args.device, stage3=args.stage3, bf16=args.bf16, allow_network=args.allow_network,
+                      backbones=args.backbones)
     results, code = [], 0
     for video in args.videos:
         try: results.append(predict_video(models, video, transcript, args.attributions))

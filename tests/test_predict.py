@@ -123,3 +123,14 @@ def test_command_in_a_fresh_process_no_shell(clips, tiny_predict_run):
     bad = subprocess.run([str(exe), "predict", str(clips / "empty.mp4"), "--run", str(tiny_predict_run)],
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_backbones_file_elsewhere(capsys, clips, tiny_predict_run, tmp_path):
+    "--backbones names a backbones file outside the run; its relative sources start from its own folder."
+    import shutil
+    shutil.copytree(tiny_predict_run / "backbones", tmp_path / "backbones")
+    shutil.copy(tiny_predict_run / "backbones.json", tmp_path / "elsewhere.json")
+    code, out, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--backbones", tmp_path / "elsewhere.json")
+    assert code == 0, err
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--backbones", tmp_path / "none.json")
+    assert code == 2 and "none.json: no backbones file" in err and len(err.strip().splitlines()) == 1
