@@ -5,15 +5,15 @@ manifest split across processes, resumable, with a failures table."""
 
 # %% ../nbs/05a_extraction.ipynb #2404a534
 from __future__ import annotations
-import argparse, dataclasses, hashlib, json, os, sys, time, warnings
+import argparse, dataclasses, json, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .media import MediaError, probe_media, read_frames, read_audio, make_detector, crop_sequence
-from .features import store_dir, write_shard, finished_clip_ids, record_failures, read_failures, atomic_write_text
+from .media import MediaError, read_frames, read_audio, make_detector, crop_sequence
+from .features import store_dir, write_shard, finished_clip_ids, record_failures
 
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGE_MODALITIES', 'ExtractionSettings', 'modality_store_config', 'ClipExtraction', 'make_detectors',

@@ -20,7 +20,7 @@ from .unimodal import stage3_inputs
 from .checkpoints import CheckpointError, infer_fusion_config
 from .training import load_checkpoint
 from .stages import read_run_params, run_sizes_and_switches, stage2_from_run
-from .extraction import (ExtractionSettings, ClipExtraction, extract_clip, make_detectors, read_backbones_file, backbones_file,
+from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file,
                                  add_extract_arguments, run_extract, IMAGE_MODALITIES)
 
 # %% auto #0

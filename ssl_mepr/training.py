@@ -4,10 +4,10 @@
 
 # %% ../nbs/11_training.ipynb #580e3373
 from __future__ import annotations
-import dataclasses, io, json, math, os, random, time
+import io, json, math, os, random, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch

@@ -11,7 +11,7 @@ from ssl_mepr.extraction import ExtractionSettings
 from ssl_mepr.extractors import save_tiny_backbones
 from ssl_mepr.features import find_store, read_failures, read_sequences
 from ssl_mepr.labels import EMOTIONS, TRAITS
-from ssl_mepr.media import portrait_frames, sound_track, write_clip, write_portrait_clip
+from ssl_mepr.media import portrait_frames, write_clip, write_portrait_clip
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
