@@ -367,7 +367,7 @@ def linear_weight_sq_norms(h: torch.Tensor,      # [R, n_in] the layer's input r
     if min(gram, direct) <= _SPARSE_WORTH or sparse >= min(gram, direct):   # dense: all terms side by side
         if gram < direct: return (torch.bmm(delta, delta.transpose(1, 2)) * (h @ h.T)).sum((1, 2)).clamp_min(0)
         return torch.einsum("kro,ri->koi", delta, h).reshape(K, -1).square().sum(1)
-    out = []                         # sparse (terms on disjoint rows, as in the two-pass path): each term on its own rows
+    out = []                         # sparse (terms on disjoint rows): each term on its own rows
     for k in range(K):
         rows = live[k].nonzero().flatten()
         out.append(_sq_norm(h[rows], delta[k, rows]) if counts[k] else delta.new_zeros(()))
@@ -641,7 +641,7 @@ def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
                         params: list,         # parameters that need per-term gradients
                         linear_outputs: list, # recorded linear-call outputs that need per-term gradients
                         layouts: list         # per output: "batch_first" ([B, ...]) or "sequence_first" (rows l * B + b)
-                       ) -> tuple | None:     # (per parameter [K, ...] or None, per linear output its passes' [P, ...] gradient, the split); None: records do not fit
+                       ) -> tuple | None:     # (per parameter [K, ...] or None, per linear output its passes' gradients [None or tensor] * P, the split); None: records do not fit
     "Per-term gradients from one batched backward of row-disjoint groups of terms (independent rows)."
     K = len(terms)
     if record is None or not terms.requires_grad: return None
@@ -650,12 +650,13 @@ def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
     def fits(z, layout): return z.ndim > 0 and (z.shape[0] == B if layout == "batch_first" else (z.numel() // max(z.shape[-1], 1)) % B == 0)
     if not all(fits(o, "batch_first") for o in outs) or not all(map(fits, linear_outputs, layouts)): return None
     eye = torch.eye(K, dtype=terms.dtype, device=terms.device)
-    go = per_term_gradients(terms, outs, batched=False)   # each term's gradient at the outputs: the loss graph only
+    try: go = per_term_gradients(terms, outs)   # each term's gradient at the outputs: the loss graph only, one vmapped pass
+    except RuntimeError: go = per_term_gradients(terms, outs, batched=False)
     outs, go = [o for o, g in zip(outs, go) if g is not None], [g for g in go if g is not None]  # outputs the terms use
     if not outs: return None
-    support = torch.stack([g.reshape(K, B, -1).ne(0).any(2) for g in go]).any(0)      # [K, B]
-    reach = torch.stack([g.reshape(K, -1).ne(0).any(1) for g in go], 1).cpu()    # [K, n_outputs]
-    which = row_disjoint_passes(support.cpu(), [tuple(r) for r in reach.tolist()])
+    rows_hit = torch.stack([g.reshape(K, B, -1).ne(0).any(2) for g in go])            # [n_outputs, K, B]
+    support, reach = rows_hit.any(0), rows_hit.any(2).T.tolist()                      # [K, B]; [K][n_outputs]
+    which = row_disjoint_passes(support.cpu(), [tuple(r) for r in reach])
     P = max(which) + 1
     to_pass = torch.zeros(P, K, dtype=terms.dtype, device=terms.device)
     to_pass[which, range(K)] = 1
@@ -674,10 +675,11 @@ def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
     rest = [i for i in range(len(params)) if i not in covered]
     views = {i: [a for cs in calls.values() for _, _, _, args in cs for a in args if _is_batch_expand(a, params[i], B)] for i in rest}
     views = {i: v for i, v in views.items() if v}
-    if views:   # each such parameter must reach the outputs only through its views: one walk that stops at all of them
+    if views or rest:   # each such parameter must reach the outputs only through its views: one walk that stops at all of them
         leaves = _leaves_reached(outs, {a.grad_fn for v in views.values() for a in v})
         views = {i: v for i, v in views.items() if _leaf_node(v[0]) not in leaves}
-    rest = [i for i in rest if i not in views]
+        reached = {id(n.variable) for n in leaves}
+        rest = [i for i in rest if i not in views and id(params[i]) in reached]   # parameters no output reaches need nothing
     targets = list(linear_outputs)
     for cs in norms.values(): targets += [o[0] for _, o, _, _ in cs]
     for cs, _ in local.values(): targets += [t for _, o, _, _ in cs for t in o]
@@ -685,12 +687,14 @@ def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
     if any(t.ndim == 0 or t.shape[0] != B for t in targets[len(linear_outputs):]) or any(len(o) != 1 for cs in norms.values() for _, o, _, _ in cs): return None
     per_pass = []   # one ordinary backward per pass, from the outputs it reaches (cheaper on a CPU than a vmapped pair)
     for p in range(P):
-        reached = [i for i, g in enumerate(pass_out) if bool(g[p].ne(0).any())]
+        reached = [i for i in range(len(outs)) if any(reach[k][i] for k in range(K) if which[k] == p)]   # no cancelling: disjoint rows
         got = torch.autograd.grad([outs[i] for i in reached], targets, [pass_out[i][p] for i in reached],
                                   retain_graph=True, allow_unused=True) if reached else [None] * len(targets)
         per_pass.append(got)
-    d = [None if all(g is None for g in gs) else torch.stack([torch.zeros_like(t) if g is None else g for g, t in zip(gs, [targets[j]] * P)])
-         for j, gs in enumerate(zip(*per_pass))]
+    by_target = list(zip(*per_pass))   # per target: its gradient in each pass, None where the pass does not reach it
+    out_linear = [list(gs) if any(g is not None for g in gs) else None for gs in by_target[:len(linear_outputs)]]
+    d = iter([None if all(g is None for g in gs) else torch.stack([torch.zeros_like(t) if g is None else g for g in gs])
+              for gs, t in zip(by_target[len(linear_outputs):], targets[len(linear_outputs):])])
     masks = support.to(terms.dtype)
     pick = torch.tensor(which, device=terms.device)
     def per_term(g, layout="batch_first"):  # [P, *shape] -> [K, *shape]: each term's rows of its pass
@@ -698,8 +702,6 @@ def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
         if layout == "batch_first": return g.index_select(0, pick).mul_(masks.to(g.dtype).reshape((K, B) + (1,) * (g.ndim - 2)))
         flat = g.reshape(len(g), -1, g.shape[-1])                         # rows l * B + b
         return flat.index_select(0, pick).mul_(masks.to(g.dtype).repeat(1, flat.shape[1] // B)[..., None]).reshape((K,) + g.shape[1:])
-    d = iter(d)
-    out_linear = [next(d) for _ in layouts]      # still one [P, ...] gradient per pass: `step` splits them
     assign = torch.zeros(P, K, B, dtype=terms.dtype, device=terms.device)   # [P, K, B]: row b of pass p belongs to term k
     assign[which, range(K)] = masks
 
@@ -718,7 +720,8 @@ def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
             x_hat = F.layer_norm(x.detach(), shape, eps=m.eps).to(delta.dtype)
             for p, g in ((m.weight, delta * x_hat), (m.bias, delta)):    # per-row pieces, summed over each term's rows
                 if p is not None and id(p) in index:
-                    per_row = g.reshape(P, B, -1, math.prod(shape)).sum(2)                       # [P, B, F]: per clip
+                    per_row = g.reshape(P, B, -1, math.prod(shape))
+                    per_row = per_row[:, :, 0] if per_row.shape[2] == 1 else per_row.sum(2)       # [P, B, F]: per clip
                     j = index[id(p)]                                                             # `step` sums them per term
                     per_clip[j] = per_row if j not in per_clip else per_clip[j] + per_row
     for m, (cs, mine) in local.items():
@@ -744,62 +747,125 @@ def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
     return grads, out_linear, {"assign": assign, "which": which, "B": B, "per_clip": per_clip}
 
 # %% ../nbs/10_losses.ipynb #9f47d5c6
-def _pass_rows(h: torch.Tensor,  # a recorded call's input [..., n_in]
-               d: torch.Tensor,  # its passes' output gradients [P, ..., n_out]
-               layout: str,      # "batch_first" or "sequence_first"
-               B: int,           # clips in the batch
-               dtype) -> tuple:  # (h [R, n_in], d [P, R, n_out], the clip of each row or None when row r is clip r)
-    "Flatten one call's rows and say which clip each row belongs to."
-    h, d = h.detach().reshape(-1, h.shape[-1]).to(dtype), d.reshape(len(d), -1, d.shape[-1]).to(dtype)
+def _pass_rows(h: torch.Tensor,    # a recorded call's input [..., n_in]
+               ds: list,           # its output gradient in each pass ([..., n_out]) or None where the pass does not reach it
+               layout: str,        # "batch_first" or "sequence_first"
+               B: int,             # clips in the batch
+               dtype,              # the parameters' dtype
+               cache: dict | None = None  # shared by the calls of one step: equal inputs become one tensor, one clip map per layout
+              ) -> tuple | None:   # (h [R, n_in], D [L, R, n_out] of the L passes that reach it, those passes, C [B, R] or None)
+    "Flatten one call's rows, stack the gradients of the passes that reach it, and say which clip each row belongs to."
+    live = tuple(p for p, d in enumerate(ds) if d is not None)
+    if not live: return None
+    cache = {} if cache is None else cache
+    key = ("rows", h.data_ptr(), tuple(h.shape), h.stride(), h.dtype, dtype)   # the same memory read the same way
+    if key not in cache: cache[key] = h.detach().reshape(-1, h.shape[-1]).to(dtype)
+    h = cache[key]
+    D = ds[live[0]].unsqueeze(0) if len(live) == 1 else torch.stack([ds[p] for p in live])
+    D = D.reshape(len(live), h.shape[0], D.shape[-1])
+    if D.dtype != dtype: D = D.to(dtype)
     R = h.shape[0]
-    if R == B: return h, d, None
-    clip = torch.arange(B, device=h.device)
-    return h, d, clip.repeat_interleave(R // B) if layout == "batch_first" else clip.repeat(R // B)
+    if R == B: return h, D, live, None   # C None: row r is clip r
+    if ("clips", R, layout, dtype) not in cache:
+        clip = torch.arange(B, device=h.device)
+        clip = clip.repeat_interleave(R // B) if layout == "batch_first" else clip.repeat(R // B)
+        cache["clips", R, layout, dtype] = (clip == torch.arange(B, device=h.device)[:, None]).to(dtype)
+    return h, D, live, cache["clips", R, layout, dtype]
 
-def _two_pass_norms(parts: list,        # `_pass_rows` of each call of one linear group
-                    assign: torch.Tensor,  # [P, K, B] 1 where clip b of pass p belongs to term k
-                    which: list,        # the pass of each term
-                    pair_sums: torch.Tensor,  # [P, B, B] running sum of Gram products of one-row-per-clip groups (updated)
-                    weight: bool, bias: bool  # whether the weight / the bias count in the norms
-                   ) -> torch.Tensor:   # [K] the squared norms not already added to `pair_sums`
-    "Each term's squared weight and bias gradient norms of one linear group, from its passes' output gradients."
-    P, K, B = assign.shape
-    sq = assign.new_zeros(K)
-    live = [d.reshape(P, -1).ne(0).any(1).tolist() if len(parts) > 1 else [True] * P for _, d, _ in parts]
-    if all(clip is None for _, _, clip in parts) and all(sum(col) <= 1 for col in zip(*live)):
-        for (h, d, _), on in zip(parts, live):   # a clip's rows are one row per call and no pass reaches two calls: Gram sums
-            if not any(on): continue
-            if all(on): full = torch.bmm(d, d.transpose(1, 2))                                  # [P, B, B]
-            else:
-                full = torch.zeros(P, B, B, dtype=d.dtype, device=d.device)
-                for p in (p for p in range(P) if on[p]): full[p] = d[p] @ d[p].T
-            if weight: pair_sums.addcmul_(full.to(pair_sums), (h @ h.T).to(pair_sums))
-            if bias: pair_sums.add_(full.to(pair_sums))
-        return sq
-    R, n_in, n_out = sum(len(h) for h, _, _ in parts), parts[0][0].shape[1], parts[0][1].shape[-1]
-    dense = min(K * R * n_out * n_in, R * R * (n_in + K * n_out))
-    if dense <= K * _SPARSE_WORTH:        # small: every term's masked gradient on all rows, side by side
-        mask = lambda clip: assign[which, range(K)] if clip is None else assign[which, range(K)][:, clip]   # [K, R_c]
-        h = torch.cat([h for h, _, _ in parts])
-        d = torch.cat([d[which] * mask(clip).to(d.dtype).unsqueeze(-1) for _, d, clip in parts], dim=1)   # [K, R, n_out]
-        if weight: sq += linear_weight_sq_norms(h, d).to(sq)
-        if bias: sq += d.sum(1).square().sum(1).to(sq)
-        return sq
-    for k in range(K):                    # otherwise each term on its own rows
-        p, hs, ds = which[k], [], []
-        for (h, d, clip), on in zip(parts, live):
-            if not on[p]: continue
-            mine = assign[p, k] if clip is None else assign[p, k][clip]
-            idx = mine.nonzero().flatten()
-            hs.append(h[idx]); ds.append(d[p, idx])
-        if not hs: continue
-        hk, dk = (hs[0], ds[0]) if len(hs) == 1 else (torch.cat(hs), torch.cat(ds))
-        if len(hk) == 0: continue
-        if weight: sq[k] += _sq_norm(hk, dk).to(sq)
-        if bias: sq[k] += dk.sum(0).square().sum().to(sq)
-    return sq
+def _row_gram(h: torch.Tensor,           # [R, n_in] rows
+              cache: dict | None = None  # id(h) -> (h, h h^T): calls and layers that read the same input share it
+             ) -> torch.Tensor:          # [R, R] h h^T
+    "The Gram matrix of a call's input rows, computed once per input."
+    if cache is None: return h @ h.T
+    if ("gram", id(h)) not in cache: cache["gram", id(h)] = (h, h @ h.T)   # holding h keeps its id unique
+    return cache["gram", id(h)][1]
 
-# %% ../nbs/10_losses.ipynb #655be0f6
+def _clip_pairs(h: torch.Tensor,        # [R, n_in] input rows
+                D: torch.Tensor,        # [L, R, n_out] output gradients of L passes
+                clips,                  # [B, R] one-hot clip of each row, or None when row r is clip r
+                weight: bool, bias: bool,  # whether the weight / the bias count in the norms
+                gram: torch.Tensor | None = None  # h h^T when already known
+               ) -> torch.Tensor:       # [L, B, B] the passes' clip-pair products
+    "The clip-pair Gram products of one set of rows, for each pass at once."
+    dd = torch.bmm(D, D.transpose(1, 2))                               # [L, R, R] output-gradient pairs
+    rows = dd * (h @ h.T if gram is None else gram) if weight else None
+    if bias: rows = dd if rows is None else rows.add_(dd)              # the bias: h h^T replaced by ones
+    return rows if clips is None else clips @ rows @ clips.T
+
+def _add_linear_pair_sums(parts: list,            # `_pass_rows` of each call of one linear group (None entries skipped)
+                          pair_sums: torch.Tensor, # [P, B, B] running clip-pair sums (updated in place)
+                          weight: bool, bias: bool, # whether the weight / the bias count in the norms
+                          cache: dict | None = None # the step's shared input Gram matrices
+                         ):
+    "Add one linear group's clip-pair Gram products to `pair_sums`: call by call, all its passes at once."
+    parts = [q for q in parts if q is not None]
+    P = pair_sums.shape[0]
+    crowded = {p for p in range(P) if sum(p in live for _, _, live, _ in parts) > 1}   # passes reaching two calls
+    for h, D, live, clips in parts:
+        mine = [j for j, p in enumerate(live) if p not in crowded]
+        if not mine: continue
+        pairs = _clip_pairs(h, D if len(mine) == len(live) else D[mine], clips, weight, bias, _row_gram(h, cache) if weight else None)
+        if pairs.dtype != pair_sums.dtype: pairs = pairs.to(pair_sums)
+        if len(mine) == P: pair_sums += pairs
+        else:
+            for j, pairs_j in zip(mine, pairs): pair_sums[live[j]] += pairs_j
+    for p in sorted(crowded):   # several calls in one pass: stack their rows so that pairs across calls count too
+        inside = [(h, D[live.index(p)], clips) for h, D, live, clips in parts if p in live]
+        eye = torch.eye(pair_sums.shape[1], dtype=inside[0][0].dtype, device=pair_sums.device)
+        h, d = torch.cat([q[0] for q in inside]), torch.cat([q[1] for q in inside])
+        clips = torch.cat([eye if c is None else c for _, _, c in inside], dim=1)
+        pair_sums[p] += _clip_pairs(h, d.unsqueeze(0), clips, weight, bias)[0].to(pair_sums)
+
+def _linear_total_gradient(parts: list,              # `_pass_rows` of each call of one linear group (None entries skipped)
+                           row_weights: torch.Tensor, # [P, B] the weight of the term owning clip b in pass p
+                           transposed: bool           # the group is `x @ W` (the weight is W^T of the map)
+                          ) -> tuple:                 # (weight gradient, bias gradient) of the weighted total
+    "The weighted total's gradient of one linear group, from its passes' output gradients."
+    by_input = {}   # id(h) -> [h, summed dw]: calls on the same input (both task queries' keys and values) share one product
+    for h, D, live, clips in [q for q in parts if q is not None]:
+        rw = row_weights if len(live) == len(row_weights) else row_weights[list(live)]
+        rw = rw if clips is None else rw @ clips                        # [L, R]: each row's weight in each pass
+        dw = D[0] * rw[0, :, None] if len(live) == 1 else (D * rw[:, :, None]).sum(0)   # [R, n_out]
+        if id(h) in by_input: by_input[id(h)][1].add_(dw)
+        else: by_input[id(h)] = [h, dw]
+    gw = gb = None
+    for h, dw in by_input.values():
+        a, b = (h.T, dw) if transposed else (dw.T, h)
+        gw = a @ b if gw is None else gw.addmm_(a, b)                  # calls add up without stacking their rows
+        gb = dw.sum(0) if gb is None else gb.add_(dw.sum(0))
+    return gw, gb
+
+# %% ../nbs/10_losses.ipynb #c1ebc9c1
+def _concat_clip_gradients(per_clip: dict  # parameter position -> [P, B, F] per-clip gradients (LayerNorm weights, biases)
+                          ) -> tuple:       # ([P, B, sum F] side by side, the positions in order)
+    "All LayerNorm per-clip gradients side by side."
+    keys = list(per_clip)
+    return (per_clip[keys[0]] if len(keys) == 1 else torch.cat([per_clip[j] for j in keys], dim=2)), keys
+
+def _add_layer_norm_totals(per_clip: dict,            # parameter position -> [P, B, F] per-clip gradients
+                           row_weights: torch.Tensor, # [P, B] the weight of the term owning clip b in pass p
+                           params: list,              # the tensors the positions index
+                           add: Callable):            # add(position, gradient)
+    "Each LayerNorm parameter's weighted total gradient, from one product over all of them."
+    if not per_clip: return
+    g, keys = _concat_clip_gradients(per_clip)
+    total = g.reshape(-1, g.shape[2]).T @ row_weights.to(g.dtype).reshape(-1)      # [sum F]: summed over passes and clips
+    for j, t in zip(keys, total.split([per_clip[j].shape[2] for j in keys])): add(j, t.reshape(params[j].shape))
+
+def _add_gradient_rows(p: torch.Tensor,  # a parameter
+                       pieces: list):    # [(first row, gradient rows)] of the weighted total
+    "Add gradient row blocks to `p.grad`; blocks that tile a parameter without a gradient become it directly."
+    if p.grad is None and len(pieces) == 1 and pieces[0][0] == 0 and pieces[0][1].shape == p.shape:
+        p.grad = pieces[0][1]; return   # the usual case: one whole gradient
+    pieces = sorted(pieces, key=lambda fg: fg[0])
+    ends = [0] + [f + len(g) for f, g in pieces]
+    if p.grad is None and all(f == e for (f, _), e in zip(pieces, ends)) and ends[-1] == p.shape[0] \
+            and all(g.shape[1:] == p.shape[1:] for _, g in pieces):
+        p.grad = pieces[0][1] if len(pieces) == 1 else torch.cat([g for _, g in pieces]); return
+    if p.grad is None: p.grad = torch.zeros_like(p)
+    for first, g in pieces: p.grad[first:first + len(g)] += g
+
+# %% ../nbs/10_losses.ipynb #f279e3bd
 def _gradnorm_step(self,
                    losses: Mapping[str, torch.Tensor | None],  # the present terms (absent ones missing or None)
                    params,                 # the model, its named_parameters(), or a list of its trainable tensors
@@ -850,6 +916,7 @@ def _gradnorm_step(self,
         if split is not None:
             B, assign, which = split["B"], split["assign"], split["which"]
             pair_sums = torch.zeros(assign.shape[0], B, B, dtype=assign.dtype, device=assign.device)  # sum of Gram products
+            shared_rows = {}   # what the linear groups share: flattened inputs, their Gram matrices, row -> clip maps
         for key in groups:
             calls, w_rows, b_rows, layout = linear[key]
             pairs = [(h, d) for (h, _), d in zip(calls, [next(deltas) for _ in calls]) if d is not None]
@@ -857,8 +924,8 @@ def _gradnorm_step(self,
             dtype = tensors[(w_rows or b_rows)[0]].dtype
             w_sh, b_sh = w_rows is not None and shared[w_rows[0]], b_rows is not None and shared[b_rows[0]]
             if split is not None:
-                by_pass[key] = parts = [_pass_rows(h, d, layout, B, dtype) for h, d in pairs]
-                sq += _two_pass_norms(parts, assign, which, pair_sums, w_sh, b_sh).to(sq)
+                by_pass[key] = parts = [_pass_rows(h, d, layout, B, dtype, shared_rows) for h, d in pairs]
+                if w_sh or b_sh: _add_linear_pair_sums(parts, pair_sums, w_sh, b_sh, shared_rows)
                 continue
             hs, ds = [h.detach().reshape(-1, h.shape[-1]) for h, _ in pairs], [d.reshape(K, -1, d.shape[-1]) for _, d in pairs]
             h = (hs[0] if len(hs) == 1 else torch.cat(hs)).to(dtype)
@@ -866,9 +933,12 @@ def _gradnorm_step(self,
             rows[key] = (h, d)
             if w_sh: sq += linear_weight_sq_norms(h, d).to(sq)
             if b_sh: sq += d.sum(1).square().sum(1).to(sq)
-        for j, g in (split or {}).get("per_clip", {}).items():   # LayerNorm: ||sum_{b in k} g_b||^2 from the same pair sums
-            if shared[plain[j]]: pair_sums.baddbmm_(g.to(pair_sums), g.to(pair_sums).transpose(1, 2))
-        if split is not None: sq += torch.einsum("pkb,pbc,pkc->k", assign, pair_sums, assign).to(sq)   # each term's rows only
+        if split is not None:   # LayerNorms: ||sum_{b in k} g_b||^2 from the same pair sums, all of them in one product
+            counted = {j: g for j, g in split["per_clip"].items() if shared[plain[j]]}
+            if counted:
+                g = _concat_clip_gradients(counted)[0].to(pair_sums)                       # [P, B, sum of widths]
+                pair_sums.baddbmm_(g, g.transpose(1, 2))
+            sq += torch.einsum("pkb,pbc,pkc->k", assign, pair_sums, assign).clamp_min(0).to(sq)   # each term's rows only
         values, norms = torch.stack([terms.detach(), sq.sqrt()]).double().cpu().tolist()  # the one host sync
 
     values, norms = dict(zip(keys, values)), dict(zip(keys, norms))
@@ -884,12 +954,8 @@ def _gradnorm_step(self,
     total = (w * terms).sum()
     if not set_grads: return total
 
-    def accumulate(i, grad, first=0):  # add `grad` to rows first.. of tensor i's .grad
-        p = tensors[i]
-        if first == 0 and grad.shape == p.shape:
-            if p.grad is None: p.grad = grad; return
-        elif p.grad is None: p.grad = torch.zeros_like(p)
-        p.grad[first:first + grad.shape[0]] += grad
+    pieces = {}   # tensor index -> [(first row, gradient rows)]: applied at the end, whole tensors without zero-filling
+    def accumulate(i, grad, first=0): pieces.setdefault(i, []).append((first, grad))
     with torch.no_grad():
         for i, g in plain_grads.items():
             if g is not None: accumulate(i, torch.tensordot(w.to(g.dtype), g, dims=1))
@@ -900,15 +966,16 @@ def _gradnorm_step(self,
             if b_rows is not None: accumulate(b_rows[0], dw.sum(0), b_rows[1])
         if split is not None:
             row_weights = torch.tensordot(w.to(assign.dtype), assign, dims=([0], [1]))    # [P, B]: w of each row's term
-            for j, g in split["per_clip"].items():
-                accumulate(plain[j], (g * row_weights.to(g.dtype).unsqueeze(-1)).sum((0, 1)).reshape(tensors[plain[j]].shape))
+            by_dtype = {row_weights.dtype: row_weights}   # the linear groups' dtype, converted once
+            _add_layer_norm_totals(split["per_clip"], row_weights, [tensors[i] for i in plain], lambda j, g: accumulate(plain[j], g))
         for key, parts in by_pass.items():
             _, w_rows, b_rows, _ = linear[key]
-            for h, d, clip in parts:
-                rw = row_weights.to(d.dtype) if clip is None else row_weights.to(d.dtype)[:, clip]
-                dw = (d * rw.unsqueeze(-1)).sum(0)     # [R, n_out]: sum over passes of each row's weight * delta
-                if w_rows is not None: accumulate(w_rows[0], h.T @ dw if key[3] else dw.T @ h, w_rows[1])
-                if b_rows is not None: accumulate(b_rows[0], dw.sum(0), b_rows[1])
+            dtype = next(q[1].dtype for q in parts if q is not None)
+            if dtype not in by_dtype: by_dtype[dtype] = row_weights.to(dtype)
+            gw, gb = _linear_total_gradient(parts, by_dtype[dtype], key[3])
+            if w_rows is not None and gw is not None: accumulate(w_rows[0], gw, w_rows[1])
+            if b_rows is not None and gb is not None: accumulate(b_rows[0], gb, b_rows[1])
+        for i, ps in pieces.items(): _add_gradient_rows(tensors[i], ps)
     return total.detach()
 
 TwoWalletGradNorm.step = _gradnorm_step

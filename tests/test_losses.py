@@ -245,6 +245,29 @@ def test_fusion_model_two_pass_matches_reference(switches):
             assert (a - b).abs().max().item() < 1e-6, (kind, name)
 
 
+def test_fusion_two_pass_adds_to_existing_gradients():
+    """Two steps without zero_grad: the two-pass path adds to .grad as backward() does (the attention's in_proj_weight
+    row blocks included); the unused trait Guide Bank gets no gradient in either."""
+    fusion = pytest.importorskip("ssl_mepr.fusion")
+    config = fusion.FusionConfig(input_dims=dict(body=24, face=16, scene=20, audio=12, text=12), hidden_dim=16, num_heads=4)
+    grads = {}
+    for kind in ("reference", "two_pass"):
+        model = fusion.FusionModel(config, seed=0).double()
+        gn = ReferenceTwoWalletGradNorm() if kind == "reference" else TwoWalletGradNorm().watch(model)
+        for step in range(2):
+            inputs = fusion.example_inputs(config, batch_size=10, seed=step)
+            _, emo_t, per_t = mixed_batch(6, 4, generator=torch.Generator().manual_seed(step))
+            torch.manual_seed(100 + step)                                  # the same dropout masks in both runs
+            out = model(*inputs)
+            losses = MultiTaskLoss(tau_emotion=0.17, tau_personality=0.55)(out.emotion_logits, out.personality_scores, emo_t, per_t)
+            if kind == "reference": gn.step(losses, model).backward()
+            else: gn.step(losses, model, set_grads=True); assert gn.last_path == "two_pass"
+        grads[kind] = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["reference"]["guide_bank_pkl.embeddings"] is None and grads["two_pass"]["guide_bank_pkl.embeddings"] is None
+    for name, g in grads["reference"].items():
+        if g is not None: assert (grads["two_pass"][name] - g).abs().max().item() < 1e-9, name
+
+
 def test_two_pass_falls_back_when_the_records_do_not_fit():
     "Two forwards before a step (the records cannot tell which made the terms): the general path, the same numbers."
     torch.manual_seed(0)
