@@ -5,7 +5,7 @@ attributions, in one pass through a trained run; and the `ssl-mepr` command line
 
 # %% ../nbs/13_predict.ipynb #9cd65f15
 from __future__ import annotations
-import argparse, json, sys, time, traceback, warnings
+import argparse, dataclasses, json, sys, time, traceback, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,7 +166,7 @@ def format_prediction(result: dict  # from `predict_video`
 
 # %% ../nbs/13_predict.ipynb #e25e5964
 USER_ERRORS = (MediaError, CheckpointError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-               ValueError, UnicodeError)
+               ValueError, UnicodeError, ImportError)  # ImportError: an optional extra (MediaPipe, YOLO) not installed
 
 def _user_errors() -> tuple:
     "Exceptions that mean bad input (exit code 2), including the backbone loader's."
@@ -200,6 +200,9 @@ def command_parser() -> argparse.ArgumentParser:
     p.add_argument("--attributions", action="store_true", help="Input×Gradient attributions per modality")
     p.add_argument("--stage3", default="stage3", help="fusion model folder inside the run (default: stage3)")
     p.add_argument("--backbones", help="backbones JSON file (default: the run's backbones.json)")
+    p.add_argument("--frames", type=int, help="frames sampled per clip (default: the backbones file's, else 30)")
+    p.add_argument("--face-detector", help="e.g. mediapipe-face (default: the backbones file's, else haar-face)")
+    p.add_argument("--body-detector", help="e.g. yolo, mediapipe-pose (default: the backbones file's, else hog-person)")
     p.add_argument("--device", default="auto"); p.add_argument("--bf16", action="store_true")
     p.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -222,6 +225,8 @@ def run_predict(args) -> int:
     transcript = read_transcript(args.transcript, args.transcript_file)
     models = load_run(args.run, device=args.device, stage3=args.stage3, bf16=args.bf16, allow_network=args.allow_network,
                       backbones=args.backbones)
+    given = dict(n_frames=args.frames, face_detector=args.face_detector, body_detector=args.body_detector)
+    models.settings = dataclasses.replace(models.settings, **{k: v for k, v in given.items() if v is not None}).validate()
     results, code = [], 0
     for video in args.videos:
         try: results.append(predict_video(models, video, transcript, args.attributions))

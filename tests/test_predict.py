@@ -134,3 +134,18 @@ def test_backbones_file_elsewhere(capsys, clips, tiny_predict_run, tmp_path):
     assert code == 0, err
     code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--backbones", tmp_path / "none.json")
     assert code == 2 and "none.json: no backbones file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_frames_and_detector_options(capsys, clips, tiny_predict_run):
+    code, out, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--frames", "5", "--json", "-")
+    assert code == 0, err
+    assert json.loads(out)["modalities"]["scene"]["steps"] == 5
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--face-detector", "retina")
+    assert code == 2 and "unknown detector 'retina'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_optional_detector_names_the_extra(capsys, clips, tiny_predict_run):
+    import importlib.util
+    if importlib.util.find_spec("mediapipe") is not None: pytest.skip("mediapipe is installed here")
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--face-detector", "mediapipe-face")
+    assert code == 2 and "pip install 'ssl-mepr[mediapipe]'" in err and len(err.strip().splitlines()) == 1, err
