@@ -35,7 +35,7 @@ def paper_models(folder: Path) -> PredictionModels:
         E, P = (build_stage1(m, t, input_dim=PAPER_INPUT_DIMS[m], seed=0) for t in ("emotion", "personality"))
         stage2[m] = build_stage2(m, E, P, seed=0).eval()
     fusion = FusionModel(FusionConfig()).state_dict()
-    return PredictionModels(folder, backbones, ExtractionSettings(), stage2, fusion, {}, torch.device("cpu"))
+    return PredictionModels(folder, backbones, ExtractionSettings(), stage2, fusion, torch.device("cpu"))
 
 
 def main():

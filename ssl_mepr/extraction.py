@@ -6,6 +6,7 @@ manifest split across processes, resumable, with a failures table."""
 # %% ../nbs/05a_extraction.ipynb #2404a534
 from __future__ import annotations
 import argparse, dataclasses, json, os, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,10 +74,6 @@ class ClipExtraction:
     transcript: str | None  # the text used (given, or from ASR)
     timings: dict  # step -> seconds
 
-    @property
-    def available(self) -> dict:  # modality -> bool
-        return {m: m in self.sequences for m in MODALITIES}
-
 # %% ../nbs/05a_extraction.ipynb #55ecb378
 def make_detectors(settings: ExtractionSettings) -> dict:
     "The face and body detectors the settings name."
@@ -84,12 +81,12 @@ def make_detectors(settings: ExtractionSettings) -> dict:
     return {"face": make_detector(settings.face_detector, **opts.get(settings.face_detector, {})),
             "body": make_detector(settings.body_detector, **opts.get(settings.body_detector, {}))}
 
+@contextmanager
 def _timed(timings: dict, step: str):
-    "Context manager adding the seconds spent in a block to timings[step]."
-    class _T:
-        def __enter__(self): self.t = time.perf_counter()
-        def __exit__(self, *a): timings[step] = timings.get(step, 0.0) + time.perf_counter() - self.t
-    return _T()
+    "Add the seconds spent in the block to timings[step]."
+    start = time.perf_counter()
+    try: yield
+    finally: timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 # %% ../nbs/05a_extraction.ipynb #e08c64c4
 def _image_sequences(frames, backbones, settings, detectors, modalities, out: ClipExtraction):
@@ -118,7 +115,7 @@ def _audio_sequence(audio, backbones, settings, out: ClipExtraction):
     if audio is None: out.problems["audio"] = "the file has no sound track"; return
     if len(audio) == 0 or float(np.abs(audio).max()) < settings.silence_peak:
         out.problems["audio"] = f"the sound track is silent (peak amplitude below {settings.silence_peak:g})"; return
-    if len(audio) < settings.sample_rate // 40:
+    if len(audio) < backbones.audio.min_samples:  # shorter than one output frame of the convolution stack
         out.problems["audio"] = f"the sound track is too short ({len(audio)} samples at {settings.sample_rate} Hz)"; return
     with _timed(out.timings, "audio backbone"): out.sequences["audio"] = backbones.audio([audio], settings.sample_rate)[0]
 
@@ -182,13 +179,13 @@ def manifest_share(manifest: pd.DataFrame,  # the corpus manifest
 # %% ../nbs/05a_extraction.ipynb #79a60d98
 def _clip_path(value, base_dir) -> Path | None:
     "A manifest path cell as a Path (None when empty), relative ones resolved against `base_dir`."
-    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "": return None
+    if pd.isna(value) or str(value).strip() == "": return None
     p = Path(str(value))
     return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
 
 def _clip_text(value) -> str | None:
     "A manifest text cell: None when absent (then ASR may fill it)."
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    return None if pd.isna(value) else str(value)
 
 def _extract_row(row, backbones, settings, pending, detectors, base_dir):
     "extract_clip for one manifest row; ({modality: sequence}, {modality: reason})."

@@ -36,7 +36,6 @@ class PredictionModels:
     settings: ExtractionSettings
     stage2: dict  # modality -> stage-2 model (eval mode, on `device`)
     fusion_state: dict  # the stage-3 state dict
-    fusion_overrides: dict  # FusionConfig fields not readable from the weights
     device: torch.device
     detectors: dict = field(default_factory=dict)  # built on first use
     _fusion: dict = field(default_factory=dict)  # available modalities -> FusionModel
@@ -49,8 +48,7 @@ def fusion_for(models: PredictionModels,  # a loaded run
     active = tuple(m for m in MODALITIES if m in models.stage2 and m in available)
     if not active: raise ValueError(f"none of the modalities the run was trained on ({', '.join(models.stage2)}) is available")
     if active not in models._fusion:
-        config = infer_fusion_config(models.fusion_state, **models.fusion_overrides,
-                                     disabled_modalities=tuple(m for m in MODALITIES if m not in active))
+        config = infer_fusion_config(models.fusion_state, disabled_modalities=tuple(m for m in MODALITIES if m not in active))
         model = FusionModel(config)
         model.load_state_dict(models.fusion_state)  # strict: a disabled modality keeps its (unused) projector
         models._fusion[active] = model.to(models.device).eval()
@@ -80,12 +78,17 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
         if widths[m] is None: continue
         folder = run_dir / "stage2" / m
         if not (folder / "best.pt").exists(): raise FileNotFoundError(f"{folder / 'best.pt'}: no stage-2 checkpoint (run stage 2)")
-        model = stage2_from_run(run_dir, m, widths[m].dim, params["seed"], sizes, switches)
-        model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
+        try:
+            model = stage2_from_run(run_dir, m, widths[m].dim, params["seed"], sizes, switches)
+            model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
+        except RuntimeError as e:
+            if "size mismatch" not in str(e): raise
+            raise CheckpointError(f"{folder}: the run's {m} models do not take the {widths[m].dim}-wide features of the "
+                                  f"backbone in {source}; use the backbones the run's features were extracted with") from None
         stage2[m] = model.to(device).eval()
     best = run_dir / stage3 / "best.pt"
     if not best.exists(): raise FileNotFoundError(f"{best}: no stage-3 checkpoint (run stage 3)")
-    return PredictionModels(run_dir, backbones, settings, stage2, load_checkpoint(best)["model"], {}, device)
+    return PredictionModels(run_dir, backbones, settings, stage2, load_checkpoint(best)["model"], device)
 
 # %% ../nbs/13_predict.ipynb #7fd5a6ee
 def stage2_outputs(models: PredictionModels,  # a loaded run

@@ -149,3 +149,13 @@ def test_missing_optional_detector_names_the_extra(capsys, clips, tiny_predict_r
     if importlib.util.find_spec("mediapipe") is not None: pytest.skip("mediapipe is installed here")
     code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--face-detector", "mediapipe-face")
     assert code == 2 and "pip install 'ssl-mepr[mediapipe]'" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_backbones_of_another_width_is_one_line(capsys, clips, tiny_predict_run, tmp_path):
+    "Backbones whose features do not fit the run's models: a message naming the run's folder and what to do, exit 2."
+    from ssl_mepr.extractors import save_tiny_backbones
+    config = save_tiny_backbones(tmp_path / "wide", dims={"audio": 40, "text": 24, "image": 32})
+    (tmp_path / "wide.json").write_text(json.dumps(config))
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--backbones", tmp_path / "wide.json")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "do not take the 32-wide features" in err and "use the backbones the run's features were extracted with" in err
