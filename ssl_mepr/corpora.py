@@ -4,11 +4,12 @@
 
 # %% ../nbs/01_corpora.ipynb #c6a39de4
 from __future__ import annotations
-import codecs, difflib, json, os, pickle, tempfile, warnings
+import codecs, difflib, json, os, pickle, warnings
 from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from .features import replacing
 from .labels import EMOTIONS, TRAITS, canonical_trait, cmu_rows_to_intensities, soft_emotion_targets
 
 # %% auto #0
@@ -496,15 +497,8 @@ def write_manifest(df: pd.DataFrame,  # a manifest
     "Validate a manifest and write it as CSV atomically (temporary file, then os.replace)."
     path = Path(path)
     validate_manifest(df, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh: df.to_csv(fh, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh: df.to_csv(fh, index=False)
     return path
 
 def read_manifest(path  # a manifest CSV written by write_manifest (or by hand, columns in any order)

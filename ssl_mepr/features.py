@@ -4,9 +4,12 @@
 
 # %% ../nbs/05_features.ipynb #648f4275
 from __future__ import annotations
-import hashlib, json, os, tempfile
+import hashlib, json, os, re, socket, tempfile, threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+try: import fcntl  # POSIX file locks; elsewhere a temporary's writer is judged by its process id alone
+except ImportError: fcntl = None
 import numpy as np
 import pandas as pd
 import torch
@@ -14,7 +17,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 # %% auto #0
-__all__ = ['config_key', 'atomic_write_bytes', 'atomic_write_text', 'store_dir', 'store_configs', 'find_store', 'write_shard',
+__all__ = ['config_key', 'writer_tag', 'process_running', 'temporary_abandoned', 'remove_abandoned_temporaries', 'replacing',
+           'atomic_write_bytes', 'atomic_write_text', 'store_dir', 'store_configs', 'find_store', 'write_shard',
            'SequenceSet', 'read_shard', 'read_sequences', 'finished_clip_ids', 'read_failures', 'record_failures']
 
 # %% ../nbs/05_features.ipynb #17112e54
@@ -25,18 +29,90 @@ def config_key(config: dict  # the extractor configuration: JSON-serialisable, o
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 # %% ../nbs/05_features.ipynb #bdb1313b
-def atomic_write_bytes(path,  # destination file
-                       data: bytes  # the whole content
-                      ) -> Path:
-    "Write `data` to `path` atomically (temporary file in the same folder, then `os.replace`)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def writer_tag() -> str:
+    "This process's mark in the names of its temporary files: host name and process id."
+    return f"{socket.gethostname().replace('~', '-')}~{os.getpid()}"
+
+_TEMPORARY = re.compile(r"^\..*~(?P<host>[^~]+)~(?P<pid>\d+)~[^~]*\.tmp$")  # .<name>~<host>~<pid>~<random>.tmp
+_TEMPORARIES_LOCK = threading.Lock()  # in one process, creating+locking a temporary and sweeping never interleave
+_SWEPT: set = set()  # folders this process has already swept
+_UMASK = os.umask(0); os.umask(_UMASK)  # read once: files are written with the permissions the umask gives
+
+# %% ../nbs/05_features.ipynb #239d25a1
+def process_running(pid: int  # a process id on this host
+                   ) -> bool:
+    "True when process `pid` exists on this host and is not a zombie."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True  # somebody else's process
+    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError): return True
+
+def _try_lock(fd: int) -> bool | None:
+    "Take an exclusive lock on an open file without waiting: True taken, False held by someone, None unsupported here."
+    if fcntl is None: return None
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+    except BlockingIOError: return False
+    except OSError: return None
+
+def _lock_is_held(path: Path) -> bool | None:
+    "Whether some open file holds `path`'s lock (None: cannot tell on this file system)."
+    try: fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError: return False
     try:
-        with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
+        taken = _try_lock(fd)
+        return None if taken is None else not taken
+    finally: os.close(fd)
+
+# %% ../nbs/05_features.ipynb #7ea9e338
+def temporary_abandoned(path  # a temporary file named by `replacing`
+                       ) -> bool:
+    "True when a temporary file's writer is provably gone (made on this host, writer not running, lock free)."
+    m = _TEMPORARY.match(Path(path).name)
+    if m is None or m["host"] != writer_tag().split("~")[0]: return False  # not ours, or another machine's
+    pid = int(m["pid"])
+    if pid != os.getpid() and process_running(pid): return False
+    held = _lock_is_held(Path(path))
+    return not held if held is not None else pid != os.getpid()
+
+def remove_abandoned_temporaries(folder,  # a folder that this process is about to write into
+                                 recursive: bool = False  # also every folder below it
+                                ) -> list:  # the paths removed
+    "Delete the temporary files that killed writers left in `folder`; a live writer's are kept."
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    removed = []
+    with _TEMPORARIES_LOCK:
+        for p in sorted(folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")):
+            if p.is_file() and temporary_abandoned(p): p.unlink(missing_ok=True); removed.append(p)
+        _SWEPT.add(folder.resolve())
+    return removed
+
+# %% ../nbs/05_features.ipynb #367664f4
+@contextmanager
+def replacing(path  # the file to write (its folder is created)
+             ):  # yields the temporary file's path, to be written by the caller
+    "Write a file atomically: a marked, locked temporary beside `path`, renamed into place when the block ends."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent.resolve() not in _SWEPT: remove_abandoned_temporaries(path.parent)
+    with _TEMPORARIES_LOCK:  # a name prefix of at most 80 characters keeps long names legal
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:80]}~{writer_tag()}~", suffix=".tmp")
+        _try_lock(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
-    return path
+    finally: os.close(fd)
+
+def atomic_write_bytes(path,  # destination file
+                       data: bytes  # the whole content
+                      ) -> Path:
+    "Write `data` to `path` atomically (a temporary file in the same folder, then `os.replace`)."
+    with replacing(path) as tmp:
+        with open(tmp, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
+    return Path(path)
 
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically."
@@ -49,8 +125,9 @@ def store_dir(root,  # the store's root folder
               modality: str,  # "body", "face", "scene", "audio" or "text"
               config: dict  # the extractor configuration (hashed into the folder name)
              ) -> Path:
-    "The folder for one corpus/split/modality/extractor; creates it and records `config.json`."
+    "The folder for one corpus/split/modality/extractor; creates it, records `config.json`, removes abandoned temporaries."
     d = Path(root) / corpus / split / modality / config_key(config)
+    remove_abandoned_temporaries(d)
     cfg = d / "config.json"
     if not cfg.exists():
         atomic_write_text(cfg, json.dumps(config, sort_keys=True, indent=1, default=str))
@@ -95,12 +172,8 @@ def write_shard(directory,  # a folder from `store_dir`
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     name = name or hashlib.sha256("\n".join(clip_ids).encode()).hexdigest()[:12]
     path = Path(directory) / f"shard-{name}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try:
-        save_file({"values": values, "lengths": lengths}, tmp, metadata={"clip_ids": json.dumps(clip_ids)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    with replacing(path) as tmp:
+        save_file({"values": values, "lengths": lengths}, str(tmp), metadata={"clip_ids": json.dumps(clip_ids)})
     return path
 
 # %% ../nbs/05_features.ipynb #d94355a8

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 from .labels import EMOTIONS, TRAITS
-from .features import find_store, read_sequences, atomic_write_bytes, atomic_write_text
+from .features import find_store, read_sequences, atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 from .metrics import emotion_metrics, personality_metrics, selection_scalars
 from .losses import UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
 from .unimodal import build_stage1, build_stage2, stage3_inputs, MODALITY_CONFIGS, CORRECTED, CrossDomainBase
@@ -392,6 +392,7 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
     from ssl_mepr.demo import make_demo_corpus
     from ssl_mepr.corpora import read_manifest
     run_dir = Path(runs_root or project_root() / "runs") / run_name
+    remove_abandoned_temporaries(run_dir, recursive=True)  # what a killed run was writing, anywhere in its folder
     if corpus == "demo":
         root = make_demo_corpus(run_dir / "corpus", seed=seed, size=demo_size)
     else: root = Path(corpus)

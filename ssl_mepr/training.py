@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
-from .features import atomic_write_bytes, atomic_write_text
+from .features import atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 
 # %% auto #0
 __all__ = ['TensorData', 'batch_indices', 'seed_everything', 'rng_state', 'set_rng_state', 'ProcessContext', 'process_context',
@@ -254,6 +254,7 @@ def fit(model: nn.Module,  # the model (on the right device already or moved her
     cfg = cfg or TrainConfig(); ctx = ctx or process_context()
     if cfg.selection_split not in evals: raise ValueError(f"evals must contain the selection split {cfg.selection_split!r}; got {sorted(evals)}")
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main: remove_abandoned_temporaries(run_dir)  # what a killed run was writing
     _check_config(run_dir, cfg)
     if (run_dir / "metrics.json").exists() and (run_dir / "best.pt").exists(): return load_result(run_dir)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -313,7 +314,8 @@ def _resume(path, model, optimizer, scheduler, task, batch_gen) -> dict:
     return state
 
 def _write_result(run_dir, cfg, task, state) -> None:
-    "metrics.json: the selection rule, the chosen epoch and every split's metrics at that epoch."
+    "metrics.csv again (a run killed after its last epoch's last.pt lacks that row), then metrics.json: the selection rule, the chosen epoch and every split's metrics there."
+    atomic_write_text(run_dir / "metrics.csv", history_frame(state["history"]).to_csv(index=False))
     best = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     result = {"selection_split": cfg.selection_split, "selection_metric": task.selection_metric,
               "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],

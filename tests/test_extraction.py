@@ -1,5 +1,5 @@
 "`ssl-mepr extract` into the feature store: killed and restarted gives the same files; torchrun splits the work."
-import hashlib, json, os, shutil, signal, subprocess, sys, time
+import hashlib, json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +9,10 @@ import pytest
 from ssl_mepr.corpora import write_manifest
 from ssl_mepr.extraction import ExtractionSettings
 from ssl_mepr.extractors import save_tiny_backbones
-from ssl_mepr.features import find_store, read_failures, read_sequences
+from ssl_mepr.features import find_store, read_failures, read_sequences, writer_tag
 from ssl_mepr.labels import EMOTIONS, TRAITS
 from ssl_mepr.media import portrait_frames, write_clip, write_portrait_clip
+from killing import killed_at, temporaries
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -69,18 +70,37 @@ def test_store_contents(uninterrupted):
     assert "not a readable media file" in mosei_failed["c03"]
 
 
-def test_sigkill_and_restart_gives_an_identical_store(corpus, uninterrupted, tmp_path):
+@pytest.mark.parametrize("point", [
+    "created:shard-:1",     # the first shard's temporary file exists, empty
+    "written:shard-:7",     # a shard is complete under its temporary name, not yet renamed
+    "written:failures:1",   # the failures table, mid-write
+    "renamed:shard-:12",    # between two shards
+])
+def test_sigkill_and_restart_gives_an_identical_store(corpus, uninterrupted, tmp_path, point):
     store = tmp_path / "killed"
-    proc = subprocess.Popen(extract(corpus, store, command_only=True), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(store.rglob("shard-*.safetensors")): time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL); proc.wait()
+    killed_at(point, extract(corpus, store, command_only=True), ENV)
     partial = tree_hashes(store)
-    assert any("shard-" in k for k in partial), "killed before the first shard: nothing to resume"
-    assert partial != tree_hashes(uninterrupted), "the run finished before the kill: make the corpus bigger"
+    assert partial != tree_hashes(uninterrupted)
+    if not point.startswith("renamed"): assert temporaries(store), "killed mid-write: the orphan temporary should be there"
     out = extract(corpus, store)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert tree_hashes(store) == tree_hashes(uninterrupted)
+    assert tree_hashes(store) == tree_hashes(uninterrupted)  # no orphan, same shards, same failures tables
+
+
+def test_a_restart_removes_a_dead_writers_temporary_and_keeps_a_live_ones(corpus, uninterrupted, tmp_path):
+    "Beside a restarted extraction, the temporary of another running process (another rank, say) survives; a dead one's goes."
+    store = tmp_path / "store"; shutil.copytree(uninterrupted, store)
+    host = writer_tag().split("~")[0]
+    dead = subprocess.Popen(["sleep", "0"]); dead.wait()
+    live = subprocess.Popen(["sleep", "120"])
+    try:
+        folder = find_store(store, "fiv2", "train", "scene")
+        planted = {p: folder / f".shard-x.safetensors~{host}~{p.pid}~abcd.tmp" for p in (dead, live)}
+        for path in planted.values(): path.write_bytes(b"being written")
+        out = extract(corpus, store)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert planted[live].exists() and not planted[dead].exists()
+    finally: live.kill(); live.wait()
 
 
 def test_torchrun_two_processes_split_the_work(corpus, uninterrupted, tmp_path):

@@ -1,10 +1,12 @@
 "The three stages end to end through the `ssl-mepr-stage` command: quality, determinism, resume after SIGKILL, torchrun."
-import json, os, shutil, signal, subprocess, sys, time
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+
+from killing import killed_at, temporaries
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -48,23 +50,28 @@ def test_same_seed_same_metrics(tiny_runs):
     pd.testing.assert_frame_equal(pd.read_csv(root / "a/stage3/metrics.csv"), pd.read_csv(root / "b/stage3/metrics.csv"))
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_runs):
+@pytest.mark.parametrize("point", [
+    "written:last.pt:3",     # epoch 3's checkpoint complete under its temporary name, not yet renamed
+    "created:best.pt:2",     # the second improvement's checkpoint just created, empty
+    "renamed:last.pt:5",     # between epoch 5's checkpoint and its metrics.csv row
+])
+def test_sigkill_then_resume_matches_uninterrupted(tiny_runs, point):
+    "Killed at a chosen point of an epoch's writes, stage 3 resumes to the same numbers, and no temporary is left."
     root, params = tiny_runs
-    trained_stage3(root, "a", supervised=False)
-    clone_stages_1_2(root, "base", "killed")
-    cmd = [str(BIN / "ssl-mepr-stage"), "3", "--params", str(params), "--runs-root", str(root), "--run-name", "killed"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    csv = root / "killed/stage3/metrics.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not csv.exists() or pd.read_csv(csv).epoch.max() < 3):
-        time.sleep(0.05)
-    time.sleep(0.1)                                   # into the next epoch
-    proc.send_signal(signal.SIGKILL); proc.wait()
-    assert not (root / "killed/stage3/metrics.json").exists(), "the run finished before it could be killed"
-    out = stage(3, params, root, "killed")
+    whole = trained_stage3(root, "a", supervised=False) / "stage3"
+    name = f"killed-{point.replace(':', '-')}"
+    clone_stages_1_2(root, "base", name)
+    cmd = [str(BIN / "ssl-mepr-stage"), "3", "--params", str(params), "--runs-root", str(root), "--run-name", name]
+    killed_at(point, cmd, ENV)
+    run = root / name / "stage3"
+    assert not (run / "metrics.json").exists(), "the run finished before it could be killed"
+    if not point.startswith("renamed"): assert temporaries(run), "killed mid-write: the orphan temporary should be there"
+    out = stage(3, params, root, name)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert metrics(root, "killed") == metrics(root, "a")
-    pd.testing.assert_frame_equal(pd.read_csv(csv), pd.read_csv(root / "a/stage3/metrics.csv"))
+    assert metrics(root, name) == metrics(root, "a")
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv"), pd.read_csv(whole / "metrics.csv"))
+    assert temporaries(root / name) == [] and sorted(p.name for p in run.iterdir()) == sorted(p.name for p in whole.iterdir())
+    assert (run / "best.pt").read_bytes() == (whole / "best.pt").read_bytes()
 
 
 @pytest.mark.slow
