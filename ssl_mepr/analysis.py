@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 import numpy as np
 import pandas as pd
+import torch
 import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
@@ -16,7 +17,8 @@ import matplotlib as mpl
 from .labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS, softmax
 from .demo import load_truth
 from .corpora import read_manifest
-from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS, MODALITIES
+from .fusion import MODALITIES
+from .devices import DEFAULT_DEVICE, resolve_device
 from .training import load_best
 from .stages import Stage3Task, stage3_split_from_run, split_rows, project_root, SUMMARY_COLUMNS, build_stage3_model
 
@@ -103,7 +105,8 @@ def stage3_predictions(run_dir,  # a run folder with stage2/ exported and a trai
                        manifest=None,  # DataFrame or CSV path; None: <run_dir>/corpus/manifest.csv
                        modalities=None,  # modalities the fusion model was trained on; None: all exported ones
                        fusion: dict | None = None,  # the FusionConfig fields the run was trained with
-                       stage: str = "stage3"  # the fusion model's folder inside the run
+                       stage: str = "stage3",  # the fusion model's folder inside the run
+                       device: str = DEFAULT_DEVICE  # where the model runs: auto, cpu, cuda, cuda:N
                       ) -> pd.DataFrame:  # `prediction_frame` rows of every split, in manifest order per corpus
     "Per-clip emotion probabilities and trait scores of a run's dev-selected fusion model, with the labels."
     run_dir = Path(run_dir)
@@ -111,10 +114,11 @@ def stage3_predictions(run_dir,  # a run folder with stage2/ exported and a trai
     manifest = run_manifest(run_dir, manifest)
     modalities = tuple(modalities or exported_modalities(run_dir))
     data = {s: stage3_split_from_run(run_dir / "stage2", manifest, s, modalities) for s in splits}
-    model = load_best(build_stage3_model(data[splits[0]], modalities, fusion), run_dir / stage)
+    device = resolve_device(device)
+    model = load_best(build_stage3_model(data[splits[0]], modalities, fusion), run_dir / stage).to(device)
     frames = []
     for s in splits:
-        out = Stage3Task(gradnorm=None).predict(model, data[s])
+        with torch.no_grad(): out = Stage3Task(gradnorm=None).predict(model, data[s].to(device))
         rows = pd.concat([split_rows(manifest, c, s) for c in ("mosei", "fiv2")])  # stage3_split's order
         frames.append(prediction_frame(rows, out["emotion_logits"].numpy(), out["personality_scores"].numpy()))
     return pd.concat(frames, ignore_index=True)

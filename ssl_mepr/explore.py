@@ -14,8 +14,9 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from fastcore.basics import patch
 from .labels import EMOTIONS, TRAITS
-from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS, MODALITIES
+from .fusion import FusionModel
 from .training import load_best
+from .devices import DEFAULT_DEVICE, resolve_device
 from .stages import stage3_split_from_run, split_rows, build_stage3_model
 from .analysis import (run_manifest, exported_modalities, prediction_frame, dominant_emotion,
                                PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX)
@@ -57,7 +58,7 @@ def modality_attributions(model: FusionModel,  # a fusion model in eval mode
     out = np.zeros((len(predicted), len(targets), len(active)))
     for i, target in enumerate(targets):
         ixg = input_x_gradient(target, inputs)
-        for j, m in enumerate(active): out[:, i, j] = sum(ixg[kind, m] for kind in ("features", "emotion_logits", "personality_scores")).numpy()
+        for j, m in enumerate(active): out[:, i, j] = sum(ixg[kind, m] for kind in ("features", "emotion_logits", "personality_scores")).cpu().numpy()
     return out
 
 # %% ../nbs/15_explore.ipynb #5deb3ac9
@@ -93,13 +94,13 @@ def _explain_split(model: FusionModel, data, chunk: int) -> dict:
         batch = data.take(torch.arange(i, min(i + chunk, len(data))))
         with torch.no_grad(): out = model(batch["features"], batch["emotion_logits"], batch["personality_scores"], return_attention=True)
         B = len(out.emotion_logits)
-        nan = lambda *shape: torch.full((B, *shape), float("nan"))
+        nan = lambda *shape: torch.full((B, *shape), float("nan"), device=out.emotion_logits.device)
         cross = out.cross_attention or {"emotion": nan(n_mod), "personality": nan(n_mod)}
         parts.append({"logits": out.emotion_logits, "scores": out.personality_scores,
                       "graph": nan(n_mod, n_mod) if out.graph_attention is None else out.graph_attention,
                       "cross_emotion": cross["emotion"], "cross_personality": cross["personality"],
                       "attr": torch.as_tensor(modality_attributions(model, batch))})
-    return {k: torch.cat([p[k] for p in parts]).double().numpy() for k in parts[0]}
+    return {k: torch.cat([p[k].cpu() for p in parts]).double().numpy() for k in parts[0]}
 
 # %% ../nbs/15_explore.ipynb #53a93bb7
 def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trained stage3/
@@ -108,7 +109,8 @@ def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trai
                        modalities=None,  # modalities the fusion model was trained on; None: all exported ones
                        fusion: dict | None = None,  # the FusionConfig fields the run was trained with
                        stage: str = "stage3",  # the fusion model's folder inside the run
-                       chunk: int = 256  # clips per forward/backward pass
+                       chunk: int = 256,  # clips per forward/backward pass
+                       device: str = DEFAULT_DEVICE  # where the model runs: auto, cpu, cuda, cuda:N
                       ) -> ExplorerData:
     "Per-clip predictions, modality attention and Input×Gradient attributions of a run's fusion model."
     run_dir = Path(run_dir)
@@ -117,10 +119,11 @@ def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trai
     manifest = run_manifest(run_dir, manifest)
     modalities = tuple(modalities or exported_modalities(run_dir))
     data = {s: stage3_split_from_run(run_dir / "stage2", manifest, s, modalities) for s in splits}
-    model = _fusion_model(run_dir, data[splits[0]], modalities, fusion, stage)
+    device = resolve_device(device)
+    model = _fusion_model(run_dir, data[splits[0]], modalities, fusion, stage).to(device)
     frames, parts = [], []
     for s in splits:
-        part = _explain_split(model, data[s], chunk)
+        part = _explain_split(model, data[s].to(device), chunk)
         rows = pd.concat([split_rows(manifest, c, s) for c in ("mosei", "fiv2")])  # stage3_split's order
         frames.append(prediction_frame(rows, part["logits"], part["scores"])); parts.append(part)
     cat = lambda k: np.concatenate([p[k] for p in parts])

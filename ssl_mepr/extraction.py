@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .media import MediaError, read_frames, read_audio, make_detector, crop_sequence
+from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 from .features import store_dir, write_shard, finished_clip_ids, record_failures
 
 # %% auto #0
@@ -248,7 +250,8 @@ def add_extract_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--face-detector", help="default: the backbones file's, else haar-face")
     parser.add_argument("--body-detector", help="default: the backbones file's, else hog-person")
     parser.add_argument("--chunk-size", type=int, default=32, help="clips per shard")
-    parser.add_argument("--device", default="auto"); parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the backbones run: {DEVICE_CHOICES}; under torchrun, auto and cuda take the local rank's GPU")
+    parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -271,12 +274,13 @@ def read_backbones_file(path) -> tuple[dict, ExtractionSettings]:
     if bad: raise ValueError(f"{p}: unknown extraction settings {sorted(bad)}; expected some of {sorted(known)}")
     return spec, ExtractionSettings(**settings)
 
-def rank_device(device: str = "auto") -> str:
-    "The device for this process: for 'auto' under a launcher on a GPU machine, the GPU of its local rank."
-    import torch
-    if device == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
-    return device
+def rank_device(device: str = DEFAULT_DEVICE  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
+               ) -> torch.device:
+    "The device for this process: as `resolve_device`, and for auto or cuda under a launcher, the GPU of its local rank."
+    picked = resolve_device(device)
+    if picked.type == "cuda" and picked.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return picked
 
 def run_extract(args) -> pd.DataFrame:
     "`ssl-mepr extract` with parsed arguments."

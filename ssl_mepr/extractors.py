@@ -11,27 +11,17 @@ from functools import cached_property
 from pathlib import Path
 import numpy as np
 import torch
+from .devices import DEFAULT_DEVICE, resolve_device
 
 # %% auto #0
-__all__ = ['PAPER_BACKBONES', 'BackboneError', 'pick_device', 'resolve_backbone', 'files_sha256', 'state_dict_sha256',
-           'save_tiny_backbones', 'AudioEncoder', 'TextEncoder', 'ImageEncoder', 'SpeechRecognizer', 'Backbones',
-           'load_backbones']
+__all__ = ['PAPER_BACKBONES', 'BackboneError', 'resolve_backbone', 'files_sha256', 'state_dict_sha256', 'save_tiny_backbones',
+           'AudioEncoder', 'TextEncoder', 'ImageEncoder', 'SpeechRecognizer', 'Backbones', 'load_backbones']
 
 # %% ../nbs/04_extractors.ipynb #a8f18bbc
 class BackboneError(ValueError):
     "A backbone that cannot be used: missing path, wrong format, or a hub id while network use is off."
 
 def _one_line(text) -> str: return " ".join(str(text).split())
-
-def pick_device(device: str = "auto"  # "auto" (CUDA when available, else CPU), or any torch device string
-               ) -> torch.device:
-    "The torch device to run the backbones on."
-    if isinstance(device, torch.device): return device
-    if device in (None, "auto"): return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try: picked = torch.device(device)
-    except (RuntimeError, TypeError) as e: raise ValueError(f"device {device!r}: not a torch device ({_one_line(e)})") from None
-    if picked.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"device {device!r}: CUDA is not available here")
-    return picked
 
 # %% ../nbs/04_extractors.ipynb #07e72ee4
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -219,13 +209,13 @@ def _batches(sizes, batch_size: int):
 class AudioEncoder:
     "Wav2Vec2 (transformers): per clip, the last hidden state of its frames (about 50 per second)."
     def __init__(self, source,  # a Wav2Vec2 folder (config.json, weights, preprocessor_config.json) or a hub id
-                 device="auto",  # "auto", "cpu", "cuda", "cuda:1", ...
+                 device=DEFAULT_DEVICE,  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
                  bf16: bool = False,  # bfloat16 autocast (CUDA only)
                  batch_size: int = 4,  # clips per forward pass (1 for group-norm models)
                  allow_network: bool = False):  # may a hub id be downloaded?
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
         self.source = resolve_backbone(source, allow_network)
-        self.device = pick_device(device); self.bf16 = _use_bf16(bf16, self.device)
+        self.device = resolve_device(device); self.bf16 = _use_bf16(bf16, self.device)
         try:
             with _quiet_transformers():
                 self.feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(self.source)
@@ -289,14 +279,14 @@ def _transformer_folder(folder: Path) -> Path:
 class TextEncoder:
     "BGE-style text encoder (transformers): per text, the last hidden state of its tokens, [CLS] and [SEP] included."
     def __init__(self, source,  # a transformers or sentence-transformers folder, or a hub id
-                 device="auto",  # "auto", "cpu", "cuda", ...
+                 device=DEFAULT_DEVICE,  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
                  bf16: bool = False,  # bfloat16 autocast (CUDA only)
                  batch_size: int = 16,  # texts per forward pass
                  max_tokens: int = 512,  # truncation length (capped by the model's position limit)
                  allow_network: bool = False):  # may a hub id be downloaded?
         from transformers import AutoModel, AutoTokenizer
         self.source = resolve_backbone(source, allow_network)
-        self.device = pick_device(device); self.bf16 = _use_bf16(bf16, self.device)
+        self.device = resolve_device(device); self.bf16 = _use_bf16(bf16, self.device)
         folder = _transformer_folder(Path(self.source)) if Path(self.source).is_dir() else self.source
         try:
             with _quiet_transformers():
@@ -355,14 +345,14 @@ class ImageEncoder:
     "CLIP image tower (open_clip): one unnormalised projected embedding per image, CLIPProcessor's preprocessing."
     def __init__(self, source=None,  # weights file, open_clip folder, or pretrained tag (default "openai", network only)
                  model_name: str = "ViT-B-32",  # open_clip architecture (ignored for a folder, which has its own config)
-                 device="auto",  # "auto", "cpu", "cuda", ...
+                 device=DEFAULT_DEVICE,  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
                  bf16: bool = False,  # bfloat16 autocast (CUDA only)
                  batch_size: int = 32,  # images per forward pass
                  allow_network: bool = False,  # may a pretrained tag or hub model be downloaded?
                  quick_gelu: bool | None = None):  # None: on for OpenAI weights ("openai" tag, TorchScript file)
         import open_clip
         source = "openai" if source is None else source
-        self.device = pick_device(device); self.bf16 = _use_bf16(bf16, self.device)
+        self.device = resolve_device(device); self.bf16 = _use_bf16(bf16, self.device)
         path = Path(str(source)).expanduser()
         tags = open_clip.list_pretrained_tags_by_model(model_name) if model_name in open_clip.list_models() else []
         if path.is_dir():
@@ -448,11 +438,11 @@ def _jsonable(value):
 class SpeechRecognizer:
     "Whisper through transformers' automatic-speech-recognition pipeline: a waveform to a transcript."
     def __init__(self, source,  # a Whisper folder (model, processor) or a hub id
-                 device="auto",  # "auto", "cpu", "cuda", ...
+                 device=DEFAULT_DEVICE,  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
                  allow_network: bool = False):  # may a hub id be downloaded?
         from transformers import pipeline
         self.source = resolve_backbone(source, allow_network)
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         try:
             with _quiet_transformers():
@@ -495,7 +485,7 @@ class Backbones:
 _ENCODERS = {"audio": AudioEncoder, "text": TextEncoder, "image": ImageEncoder, "asr": SpeechRecognizer}
 
 def load_backbones(config: dict,  # {"audio": {"source": ...}, "text": {...}, "image": {"source", "model_name"}, "asr": {...}}
-                   device="auto",  # for every encoder
+                   device=DEFAULT_DEVICE,  # for every encoder
                    bf16: bool = False,  # bfloat16 autocast on CUDA (not for ASR, which uses float16 on CUDA)
                    allow_network: bool = False,  # may hub ids / pretrained tags be downloaded?
                    base_dir=None  # folder that relative sources are relative to

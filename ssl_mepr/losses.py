@@ -855,6 +855,7 @@ def _add_layer_norm_totals(per_clip: dict,            # parameter position -> [P
 def _add_gradient_rows(p: torch.Tensor,  # a parameter
                        pieces: list):    # [(first row, gradient rows)] of the weighted total
     "Add gradient row blocks to `p.grad`; blocks that tile a parameter without a gradient become it directly."
+    pieces = [(f, g if g.dtype == p.dtype else g.to(p.dtype)) for f, g in pieces]  # bf16 autocast: gradients in the parameter's dtype
     if p.grad is None and len(pieces) == 1 and pieces[0][0] == 0 and pieces[0][1].shape == p.shape:
         p.grad = pieces[0][1]; return   # the usual case: one whole gradient
     pieces = sorted(pieces, key=lambda fg: fg[0])

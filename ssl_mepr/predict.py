@@ -22,6 +22,7 @@ from .training import load_checkpoint
 from .stages import read_run_params, run_sizes_and_switches, stage2_from_run
 from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file,
                                  add_extract_arguments, run_extract, IMAGE_MODALITIES)
+from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'PredictionModels', 'fusion_for', 'load_run', 'stage2_outputs', 'predict_video', 'format_prediction',
@@ -56,21 +57,21 @@ def fusion_for(models: PredictionModels,  # a loaded run
 
 # %% ../nbs/13_predict.ipynb #e69a74f6
 def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, stage2/, stage3/
-             device: str = "auto",  # "auto", "cpu", "cuda", "cuda:1", ...
+             device: str = DEFAULT_DEVICE,  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
              stage3: str = "stage3",  # the fusion model's folder in the run (e.g. "stage3-supervised")
              bf16: bool = False,  # bfloat16 backbones on a GPU
              allow_network: bool = False,  # let backbones named by hub id download
              backbones=None  # a backbones JSON file; default: the run's backbones.json
             ) -> PredictionModels:
     "Load everything a run needs to predict from a video."
-    from ssl_mepr.extractors import load_backbones, pick_device
+    from ssl_mepr.extractors import load_backbones
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run folder (run `make demo` to make runs/demo)")
     params = read_run_params(run_dir)
     source = backbones_file(run_dir if backbones is None else backbones)
     spec, settings = read_backbones_file(source)
-    device = pick_device(device)
-    backbones = load_backbones(spec, device=str(device), bf16=bf16, allow_network=allow_network, base_dir=source.parent)
+    device = resolve_device(device)
+    backbones = load_backbones(spec, device=device, bf16=bf16, allow_network=allow_network, base_dir=source.parent)
     sizes, switches = run_sizes_and_switches(params["model_width"], params["max_layers"], params["corrected"])
     widths = {m: (backbones.image if m in IMAGE_MODALITIES else getattr(backbones, m)) for m in MODALITIES}
     stage2 = {}
@@ -206,7 +207,7 @@ def command_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="frames sampled per clip (default: the backbones file's, else 30)")
     p.add_argument("--face-detector", help="e.g. mediapipe-face (default: the backbones file's, else haar-face)")
     p.add_argument("--body-detector", help="e.g. yolo, mediapipe-pose (default: the backbones file's, else hog-person)")
-    p.add_argument("--device", default="auto"); p.add_argument("--bf16", action="store_true")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the models run: {DEVICE_CHOICES}"); p.add_argument("--bf16", action="store_true")
     p.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     e = sub.add_parser("extract", help="fill the feature store from a corpus manifest (split across processes under torchrun)")

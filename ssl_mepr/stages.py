@@ -14,6 +14,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 from .labels import EMOTIONS, TRAITS
+from .devices import DEFAULT_DEVICE, device_report, full_precision
 from .features import find_store, read_sequences, atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 from .metrics import emotion_metrics, personality_metrics, selection_scalars
 from .losses import UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
@@ -80,7 +81,7 @@ def prediction_metrics(emotion_logits: torch.Tensor | None,  # [N,7] or None
 def predict_in_chunks(forward, data: TensorData, chunk: int = 256) -> dict:
     "Concatenate `forward(batch)` (a dict of tensors) over chunks of a split."
     parts = [forward(data.take(torch.arange(i, min(i + chunk, len(data))))) for i in range(0, len(data), chunk)]
-    return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
+    return {k: torch.cat([p[k] for p in parts]).float().cpu() for k in parts[0]}  # float32 on the CPU, whatever the autocast
 
 # %% ../nbs/11a_stages.ipynb #199d5b5d
 class Stage1Task:
@@ -125,15 +126,15 @@ class Stage2Task:
         while len(idx) < n:
             if self.cursor >= len(self.order): self.order, self.cursor = torch.randperm(len(self.partner), generator=self.generator), 0
             take = self.order[self.cursor:self.cursor + n - len(idx)]; idx += take.tolist(); self.cursor += len(take)
-        return self.partner.take(torch.tensor(idx))
+        return self.partner.take(torch.tensor(idx))  # a CPU index selects rows of a tensor on any device
 
     def loss(self, model, batch):
         if self.pairing == "same_clip":
             out = model(batch["x"], batch["lengths"])
             terms = self.loss_fn(out["emotion_logits"], out["personality_scores"], batch["emotion"], batch["personality"])
         else:
-            dev = batch["x"].device
-            other = {k: v.to(dev) for k, v in self.partner_batch(len(batch["x"])).items()}
+            if self.partner.device != batch["x"].device: self.partner = self.partner.to(batch["x"].device)  # once, not per batch
+            other = self.partner_batch(len(batch["x"]))
             out = model(batch["x"], batch["lengths"], other["x"], other["lengths"])
             terms = self.loss_fn(out["emotion_logits"], out["personality_scores"], batch["emotion"], other["personality"])
         return terms["total"], {"loss": terms["total"].item()}
@@ -209,7 +210,8 @@ class Stage3Task:
         logs = {k: v.item() for k, v in terms.items()}
         if self.gradnorm is None:
             total = sum(terms.values()); return total, {**logs, "loss": total.item()}
-        total = self.gradnorm.step(terms, model, set_grads=True)
+        with full_precision(out.emotion_logits.device):  # GradNorm's gradient arithmetic in the parameters' dtype, under bf16 too
+            total = self.gradnorm.step(terms, model, set_grads=True)
         return None, {**logs, "loss": float(total), **{f"w/{k}": v for k, v in self.gradnorm.weights.items()}}
 
     def predict(self, model, data):
@@ -253,15 +255,16 @@ def run_stage1(run_dir, features_root, manifest: pd.DataFrame,
                modalities=("body", "face", "scene", "audio", "text"),
                train_cfg: TrainConfig | None = None,
                sizes: dict | None = None,  # {modality: narrow_overrides(...)-like dict}; None: released sizes
-               switches: dict | None = None,  # stage-1 switches, e.g. {"use_padding_mask": True}
+               switches: dict | None = None,  # the run's switches (CORRECTED); stage 1 takes its own (STAGE1_SWITCHES)
                ctx: ProcessContext | None = None) -> dict:
     "Train the emotion (MOSEI) and personality (FIv2) model of each modality; {(modality, task): FitResult}."
     cfg, results = train_cfg or TrainConfig(), {}
+    switches = {k: v for k, v in (switches or {}).items() if k in STAGE1_SWITCHES}  # the stage-2 ones wait for stage 2
     for m in modalities:
         for task, corpus in (("emotion", "mosei"), ("personality", "fiv2")):
             data = {s: sequence_split(features_root, manifest, corpus, s, m) for s in ("train", "dev", "test")}
             model = build_stage1(m, task, input_dim=data["train"].tensors["x"].shape[-1], seed=cfg.seed,
-                                 **((sizes or {}).get(m, {}).get(task, {})), **(switches or {}))
+                                 **((sizes or {}).get(m, {}).get(task, {})), **switches)
             results[m, task] = fit(model, Stage1Task(task), data["train"], {"dev": data["dev"], "test": data["test"]},
                                    Path(run_dir) / "stage1" / m / task, cfg, ctx)
     return results
@@ -387,7 +390,8 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
              corrected: bool = False, pairing: str = "unrelated", batch_size: int = 32,
              stage1_epochs: int = 12, stage2_epochs: int = 8, stage3_epochs: int = 40, patience: int = 10,
              lr_unimodal: float = 1e-3, lr_fusion: float = 1e-3, stage3_emotion_loss: str = "ce_argmax",
-             semi_supervised: bool = True, compare_supervised: bool = False, progress: bool = True) -> RunSpec:
+             semi_supervised: bool = True, compare_supervised: bool = False, precision: str = "fp32",
+             progress: bool = True) -> RunSpec:
     "Resolve a run's parameters: corpus (demo built when needed), sizes, switches and per-stage TrainConfigs."
     from ssl_mepr.demo import make_demo_corpus
     from ssl_mepr.corpora import read_manifest
@@ -401,16 +405,19 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
     manifest = read_manifest(manifest_path)
     sizes, switches = run_sizes_and_switches(model_width, max_layers, corrected)
     if corpus == "demo": demo_backbones(run_dir)
-    cfg = lambda epochs, lr: TrainConfig(max_epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    cfg = lambda epochs, lr: TrainConfig(max_epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
+                                         precision=precision, progress=progress)
     return RunSpec(run_dir, root / "features", manifest, tuple(modalities), sizes, switches,
                    "same_clip" if corrected else pairing,
                    {"stage1": cfg(stage1_epochs, lr_unimodal), "stage2": cfg(stage2_epochs, lr_unimodal), "stage3": cfg(stage3_epochs, lr_fusion)},
                    {"emotion": stage3_emotion_loss, "semi_supervised": semi_supervised}, compare_supervised)
 
 # %% ../nbs/11a_stages.ipynb #cf21dd0e
-def run_stages(spec: RunSpec, upto: int, ctx: ProcessContext | None = None) -> dict:
+def run_stages(spec: RunSpec, upto: int,
+               ctx: ProcessContext | None = None  # rank and device; None: this process alone, on the default device (auto)
+              ) -> dict:
     "Run stages 1..upto of a run (complete stages are read back, not retrained); {stage: results}."
-    ctx = ctx or process_context("cpu")
+    ctx = ctx or process_context()
     out = {}
     for stage in range(1, upto + 1):
         here = ctx if stage == upto else ProcessContext(device=ctx.device)  # prerequisites: rank 0 alone
@@ -489,13 +496,16 @@ def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
                   run_name: str = None,  # overrides the file's run_name
                   runs_root: str = None,  # folder holding the runs (default: <project>/runs)
                   demo_size: str = None,  # overrides the file's demo_size ("demo" or "tiny")
-                  seed: int = None  # overrides the file's seed
+                  seed: int = None,  # overrides the file's seed
+                  device: str = None  # overrides the file's device: auto, cpu, cuda, cuda:N
                  ):
     "Run the SSL-MEPR stages up to `stage` and print the run's summary table."
     if stage not in (1, 2, 3): raise SystemExit("ssl-mepr-stage: stage must be 1, 2 or 3")
     p = read_params(params) if params else {}
-    p.update({k: v for k, v in dict(run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed).items() if v is not None})
-    ctx = process_context(p.pop("device", None))
+    p.update({k: v for k, v in dict(run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device).items() if v is not None})
+    try: ctx = process_context(p.pop("device", DEFAULT_DEVICE))
+    except ValueError as e: raise SystemExit(f"ssl-mepr-stage: {e}") from None
+    if ctx.is_main: print(device_report(ctx.device), flush=True)
     spec = run_spec(**{**p, "progress": p.get("progress", True) and ctx.is_main})
     if ctx.is_main: write_run_params(spec.run_dir, p)
     run_stages(spec, stage, ctx)

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
+from .devices import DEFAULT_DEVICE, autocast, check_precision, resolve_device, set_determinism, to_device
 from .features import atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 
 # %% auto #0
@@ -41,10 +42,15 @@ class TensorData:
         if len(sizes) != 1: raise ValueError(f"all tensors of a split must have the same number of rows; got {sorted(sizes)}")
 
     def __len__(self): return len(_leaves(self.tensors)[0])
+    @property
+    def device(self) -> torch.device: return _leaves(self.tensors)[0].device
     def take(self, index: torch.Tensor) -> dict:
         "The rows `index` of every tensor (a batch)."
         return _map(self.tensors, lambda t: t[index])
-    def to(self, device) -> "TensorData": return TensorData(_map(self.tensors, lambda t: t.to(device)))
+    def to(self, device) -> "TensorData":
+        "Every tensor on `device` (pinned, non-blocking copies to a GPU)."
+        device = torch.device(device)
+        return TensorData(_map(self.tensors, lambda t: to_device(t, device)))
 
 # %% ../nbs/11_training.ipynb #e6466e1b
 def batch_indices(n: int,  # rows in the split
@@ -58,11 +64,9 @@ def batch_indices(n: int,  # rows in the split
 
 # %% ../nbs/11_training.ipynb #c5adcd9d
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    "Seed python, numpy and torch; optionally require deterministic torch algorithms."
+    "Seed python, numpy and torch (every GPU too); deterministic torch, cuBLAS and cuDNN kernels, or the fastest ones."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    set_determinism(deterministic)
 
 def rng_state() -> dict:
     "The state of every random number generator the training loop uses."
@@ -87,13 +91,15 @@ class ProcessContext:
     @property
     def distributed(self) -> bool: return self.world_size > 1
 
-def process_context(device: str | None = None  # "cpu", "cuda" or None (cuda when available)
+def process_context(device: str | torch.device | None = DEFAULT_DEVICE  # auto, cpu, cuda, cuda:N (see ssl_mepr.devices)
                    ) -> ProcessContext:
-    "Read rank and world size from torchrun's environment and start the process group when there are several."
+    "Read rank and world size from torchrun's environment, pick the device, and start the process group when there are several."
     world = int(os.environ.get("WORLD_SIZE", "1")); rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda": dev = torch.device("cuda", local); torch.cuda.set_device(dev)
+    dev = resolve_device(device)
+    if dev.type == "cuda":  # "cuda" alone: each process of a launch takes the GPU of its local rank
+        if dev.index is None: dev = torch.device("cuda", local % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return ProcessContext(rank, world, dev)
@@ -138,6 +144,7 @@ class TrainConfig:
     cosine_min_lr: float = 1e-6
     seed: int = 42
     deterministic: bool = True
+    precision: str = "fp32"         # "fp32" (released) or "bf16": forward passes and losses under bfloat16 autocast
     selection_split: str = "dev"
     progress: bool = True           # a tqdm bar over epochs (rank 0 only)
 
@@ -145,11 +152,12 @@ class TrainConfig:
         if self.selection_split == "test": raise ValueError("selection_split='test': model selection never uses the test split")
         if self.optimizer not in ("adam", "adamw", "sgd"): raise ValueError(f"optimizer must be adam, adamw or sgd; got {self.optimizer!r}")
         if self.scheduler not in ("plateau", "cosine", "none"): raise ValueError(f"scheduler must be plateau, cosine or none; got {self.scheduler!r}")
+        check_precision(self.precision)
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser named in the configuration."
     params = [p for p in params if p.requires_grad]
-    fused = {"fused": True} if cfg.fused_optimizer and all(p.is_floating_point() for p in params) else {}
+    fused = {"fused": True} if cfg.fused_optimizer and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) else {}
     if cfg.optimizer == "adam": return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw": return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -194,11 +202,15 @@ def _restore_rng(portable: dict) -> dict:
     return out
 
 # %% ../nbs/11_training.ipynb #3ce50f0d
-def evaluate_splits(model: nn.Module, task: Task, evals: dict) -> dict:
+def evaluate_splits(model: nn.Module, task: Task, evals: dict,
+                    precision: str = "fp32"  # as in training: "fp32" or "bf16" autocast
+                   ) -> dict:
     "Metrics of every evaluation split: {split: metrics}."
     was_training = model.training; model.eval()
+    device = next(model.parameters()).device
     try:
-        with torch.no_grad(): return {s: task.metrics(task.predict(model, d), d) for s, d in evals.items()}
+        with torch.no_grad(), autocast(device, precision): predictions = {s: task.predict(model, d) for s, d in evals.items()}
+        return {s: task.metrics(predictions[s], d) for s, d in evals.items()}
     finally: model.train(was_training)
 
 def history_frame(history: list) -> pd.DataFrame:
@@ -220,6 +232,7 @@ def _check_config(run_dir: Path, cfg: TrainConfig) -> None:
     p = run_dir / "train_config.json"; now = asdict(cfg); now.pop("progress")
     if p.exists():
         before = json.loads(p.read_text()); before.pop("progress", None)
+        before = {**{k: v for k, v in asdict(TrainConfig()).items() if k in now and k not in before}, **before}  # fields added since: their defaults
         if before != now:
             diff = {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}
             raise ValueError(f"{run_dir}: resuming with a different configuration {diff}; use another run folder")
@@ -232,7 +245,7 @@ def _train_epoch(model, task, train: TensorData, optimizer, cfg, ctx, batch_gen,
     for index in batch_indices(len(train), cfg.batch_size, True, batch_gen):
         batch = train.take(rank_slice(index, ctx))
         optimizer.zero_grad(set_to_none=True)
-        loss, logs = task.loss(model, batch)
+        with autocast(ctx.device, cfg.precision): loss, logs = task.loss(model, batch)
         if loss is not None: loss.backward()
         average_gradients(model, ctx)
         if hasattr(task, "sync"): task.sync(ctx)
@@ -272,7 +285,7 @@ def fit(model: nn.Module,  # the model (on the right device already or moved her
         t0 = time.perf_counter()
         train_loss = _train_epoch(model, task, train, optimizer, cfg, ctx, batch_gen, epoch)
         t1 = time.perf_counter()
-        metrics = evaluate_splits(model, task, evals)
+        metrics = evaluate_splits(model, task, evals, cfg.precision)
         score = metrics[cfg.selection_split][task.selection_metric]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau): scheduler.step(score)
         elif scheduler is not None: scheduler.step()
