@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_stages.ipynb #23d28c18
 from __future__ import annotations
-import dataclasses, json
+import dataclasses, json, sys
 from fastcore.script import call_parse
 from pathlib import Path
 import numpy as np
@@ -504,7 +504,7 @@ def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
     p = read_params(params) if params else {}
     p.update({k: v for k, v in dict(run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device).items() if v is not None})
     try: ctx = process_context(p.pop("device", DEFAULT_DEVICE))
-    except ValueError as e: raise SystemExit(f"ssl-mepr-stage: {e}") from None
+    except ValueError as e: print(f"ssl-mepr-stage: {e}", file=sys.stderr); raise SystemExit(2) from None  # bad input: one line, exit 2
     if ctx.is_main: print(device_report(ctx.device), flush=True)
     spec = run_spec(**{**p, "progress": p.get("progress", True) and ctx.is_main})
     if ctx.is_main: write_run_params(spec.run_dir, p)

@@ -92,9 +92,18 @@ def test_ssl_mepr_stage_refuses_a_bad_device_in_one_line(tmp_path, device, messa
     if device.startswith("cuda") and torch.cuda.is_available(): pytest.skip("this machine has CUDA")
     out = subprocess.run([str(BIN / "ssl-mepr-stage"), "1", "--device", device, "--runs-root", str(tmp_path), "--demo-size", "tiny"],
                          capture_output=True, text=True, env=ENV, timeout=300)
-    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert f"device {device!r}" in out.stderr and (message or "CUDA is not available") in out.stderr
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_ssl_mepr_predict_and_extract_refuse_a_bad_device_in_one_line(cpu_run, tmp_path):
+    for cmd in (["predict", str(tmp_path / "any.mp4"), "--run", str(cpu_run)],
+                ["extract", str(cpu_run / "corpus" / "manifest.csv"), "--store", str(tmp_path / "store"), "--backbones", str(cpu_run)]):
+        out = subprocess.run([str(BIN / "ssl-mepr"), *cmd, "--device", "gpu"], capture_output=True, text=True, env=ENV, timeout=300)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "device 'gpu': expected one of auto, cpu, cuda" in out.stderr, out.stderr
+    assert not (tmp_path / "store").exists()
 
 
 def test_bf16_autocast_trains_and_is_part_of_the_run(tmp_path):
