@@ -14,23 +14,25 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 from .labels import EMOTIONS, TRAITS
-from .devices import DEFAULT_DEVICE, device_report, full_precision
+from .devices import DEFAULT_DEVICE, PRECISIONS, device_report, full_precision
 from .features import find_store, read_sequences, atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 from .metrics import emotion_metrics, personality_metrics, selection_scalars
-from .losses import UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
+from .losses import EMOTION_LOSSES, UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
 from .unimodal import build_stage1, build_stage2, stage3_inputs, MODALITY_CONFIGS, CORRECTED, CrossDomainBase
 from .demo import DEMO_DIMS
 from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS
 from .training import TensorData, TrainConfig, fit, load_best, FitResult, ProcessContext, process_context
 
 # %% auto #0
-__all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'DEMO_BACKBONE_DIMS', 'SUMMARY_COLUMNS', 'label_tensors', 'split_rows',
-           'sequence_split', 'concat_splits', 'prediction_metrics', 'predict_in_chunks', 'Stage1Task', 'Stage2Task',
-           'save_stage3_inputs', 'load_stage3_inputs', 'export_stage3_inputs', 'stage3_split', 'Stage3Task',
-           'narrow_overrides', 'run_stage1', 'load_stage1', 'stage2_from_run', 'run_stage2', 'build_stage3_model',
-           'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec', 'run_sizes_and_switches', 'demo_backbones',
-           'run_spec', 'run_stages', 'run_summary', 'read_params', 'run_params', 'write_run_params', 'read_run_params',
-           'cli_run_stage', 'training_curves']
+__all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'DEMO_BACKBONE_DIMS', 'SUMMARY_COLUMNS', 'RUN_EXTRA_KEYS', 'NOT_RUN_IDENTITY',
+           'label_tensors', 'split_rows', 'sequence_split', 'concat_splits', 'prediction_metrics', 'predict_in_chunks',
+           'Stage1Task', 'Stage2Task', 'save_stage3_inputs', 'load_stage3_inputs', 'export_stage3_inputs',
+           'stage3_split', 'Stage3Task', 'narrow_overrides', 'run_stage1', 'load_stage1', 'stage2_from_run',
+           'run_stage2', 'build_stage3_model', 'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec',
+           'run_sizes_and_switches', 'demo_backbones', 'run_spec', 'run_stages', 'run_summary', 'read_params',
+           'run_params', 'write_run_params', 'read_run_params', 'cli_run_stage', 'RunParameterError',
+           'check_run_params', 'RunFolderError', 'run_folder', 'check_run_folder', 'parameters_given', 'open_run',
+           'training_curves']
 
 # %% ../nbs/11a_stages.ipynb #24bec99c
 def label_tensors(rows: pd.DataFrame) -> dict:
@@ -466,9 +468,9 @@ def run_summary(run_dir, manifest: pd.DataFrame, splits=("dev", "test")) -> pd.D
 def read_params(path) -> dict:
     "A parameter file (YAML mapping of run_spec keys); clear error for anything else."
     import yaml
-    try: params = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e: raise SystemExit(f"{path}: cannot read parameters ({e})")
-    if not isinstance(params, dict): raise SystemExit(f"{path}: parameters must be a mapping of names to values")
+    try: params = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e: raise RunParameterError(f"{path}: cannot read parameters ({' '.join(str(e).split())})") from None
+    if not isinstance(params, dict): raise RunParameterError(f"{path}: parameters must be a mapping of names to values")
     return params
 
 def run_params(params: dict  # some of run_spec's arguments
@@ -490,6 +492,10 @@ def read_run_params(run_dir) -> dict:
     if not path.exists(): raise FileNotFoundError(f"{path}: no run parameters (is {run_dir} a run folder made by the stage notebooks or ssl-mepr-stage?)")
     return run_params(json.loads(path.read_text()))
 
+def _refuse(problem) -> None:
+    "Bad input on the command line: one line on standard error, exit code 2."
+    print(f"ssl-mepr-stage: {problem}", file=sys.stderr); raise SystemExit(2)
+
 @call_parse
 def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
                   params: str = None,  # YAML parameter file (keys of the notebooks' parameters cells)
@@ -499,20 +505,115 @@ def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
                   seed: int = None,  # overrides the file's seed
                   device: str = None  # overrides the file's device: auto, cpu, cuda, cuda:N
                  ):
-    "Run the SSL-MEPR stages up to `stage` and print the run's summary table."
-    if stage not in (1, 2, 3): raise SystemExit("ssl-mepr-stage: stage must be 1, 2 or 3")
-    p = read_params(params) if params else {}
-    p.update({k: v for k, v in dict(run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device).items() if v is not None})
+    "Run the SSL-MEPR stages up to `stage` and print the run's summary table (bad input: one line, exit 2)."
+    if stage not in (1, 2, 3): _refuse("stage must be 1, 2 or 3")
+    source = str(params or "ssl-mepr-stage")
+    try:
+        p = read_params(params) if params else {}
+        p.update({k: v for k, v in dict(run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device).items() if v is not None})
+        p = check_run_params(p, source)
+    except RunParameterError as e: _refuse(e)
     try: ctx = process_context(p.pop("device", DEFAULT_DEVICE))
-    except ValueError as e: print(f"ssl-mepr-stage: {e}", file=sys.stderr); raise SystemExit(2) from None  # bad input: one line, exit 2
+    except ValueError as e: _refuse(e)
     if ctx.is_main: print(device_report(ctx.device), flush=True)
-    spec = run_spec(**{**p, "progress": p.get("progress", True) and ctx.is_main})
-    if ctx.is_main: write_run_params(spec.run_dir, p)
+    try: spec = open_run({**p, "progress": p.get("progress", True) and ctx.is_main}, source, ctx.is_main)
+    except (RunParameterError, RunFolderError) as e: _refuse(e)
     run_stages(spec, stage, ctx)
     if ctx.is_main:
         with pd.option_context("display.width", 200, "display.max_rows", 100):
             print(run_summary(spec.run_dir, spec.manifest).mul(100).round(2).to_string())
     if ctx.distributed: dist.destroy_process_group()
+
+# %% ../nbs/11a_stages.ipynb #46f1fba8
+class RunParameterError(ValueError):
+    "A run parameter that is unknown, of the wrong type or out of range (the message names its source)."
+
+RUN_EXTRA_KEYS = ("device", "progress")  # accepted beside run_spec's arguments; not part of what a run computes
+_POSITIVE_INTS = ("stage1_epochs", "stage2_epochs", "stage3_epochs", "patience", "batch_size", "max_layers")
+_POSITIVE_FLOATS = ("lr_unimodal", "lr_fusion")
+_FLAGS = ("corrected", "semi_supervised", "compare_supervised", "progress")
+_RUN_CHOICES = {"demo_size": ("demo", "tiny"), "pairing": PAIRINGS, "stage3_emotion_loss": EMOTION_LOSSES, "precision": PRECISIONS}
+
+def _run_value_problem(name: str, value) -> str | None:
+    "What is wrong with one run parameter's value (None when it is fine)."
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if name in _POSITIVE_INTS and not (is_int(value) and value >= 1): return f"expected a whole number of at least 1, got {value!r}"
+    if name in _POSITIVE_FLOATS and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
+        return f"expected a positive number, got {value!r}"
+    if name in _FLAGS and not isinstance(value, bool): return f"expected true or false, got {value!r}"
+    if name in _RUN_CHOICES and value not in _RUN_CHOICES[name]: return f"expected one of {list(_RUN_CHOICES[name])}, got {value!r}"
+    if name == "seed" and not (is_int(value) and value >= 0): return f"expected a whole number of at least 0, got {value!r}"
+    if name == "model_width" and not (value is None or (is_int(value) and value >= 4)): return f"expected null (the released sizes) or a whole number of at least 4, got {value!r}"
+    if name == "run_name" and not (isinstance(value, str) and value.strip() and value not in (".", "..") and "/" not in value and "\\" not in value):
+        return f"expected a folder name (no slashes), got {value!r}"
+    if name in ("runs_root", "corpus") and not (value is None and name == "runs_root" or isinstance(value, (str, Path))): return f"expected a folder, got {value!r}"
+    if name == "device" and not isinstance(value, str): return f"expected a device name, got {value!r}"
+    if name == "modalities":
+        known = tuple(MODALITY_CONFIGS)
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value: return f"expected a non-empty list of modalities from {list(known)}, got {value!r}"
+        if any(m not in known for m in value) or len(set(value)) != len(value): return f"expected distinct modalities from {list(known)}, got {list(value)!r}"
+    return None
+
+def check_run_params(params: dict,  # run parameters as given (a YAML file, the notebook's parameters, command-line flags)
+                     source: str = "run parameters"  # where they came from, for the message
+                    ) -> dict:  # the same parameters, lists for tuples
+    "Refuse unknown names (with the closest real one), wrong types and values out of range, in one line naming the source."
+    import difflib, inspect
+    names = [k for k in inspect.signature(run_spec).parameters if k != "progress"] + list(RUN_EXTRA_KEYS)
+    for name, value in params.items():
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            raise RunParameterError(f"{source}: unknown parameter {name!r}" + (f"; did you mean {close[0]!r}?" if close else f"; expected some of {names}"))
+        problem = _run_value_problem(name, value)
+        if problem: raise RunParameterError(f"{source}: {name}: {problem}")
+    if params.get("corpus", "demo") != "demo" and not (Path(params["corpus"]) / "manifest.csv").is_file():
+        raise RunParameterError(f"{source}: corpus: {params['corpus']} holds no manifest.csv (prepare the corpus first, or use demo)")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+# %% ../nbs/11a_stages.ipynb #40a4c7c9
+class RunFolderError(ValueError):
+    "A run folder opened with parameters other than those it was made with."
+
+NOT_RUN_IDENTITY = ("runs_root", "run_name", "compare_supervised")  # where the folder is; an extra stage-3 variant beside it
+
+def run_folder(params: dict) -> Path:
+    "The folder a run's parameters name: <runs_root or <project>/runs>/<run_name>."
+    full = run_params(params)
+    return Path(full["runs_root"] or project_root() / "runs") / full["run_name"]
+
+def check_run_folder(run_dir,  # the run's folder (may not exist yet)
+                     params: dict  # the parameters it is opened with
+                    ) -> None:
+    "Refuse to open a run folder whose params.json records other parameters, naming each difference."
+    path = Path(run_dir) / "params.json"
+    if not path.exists(): return
+    try: before = read_run_params(run_dir)
+    except (ValueError, json.JSONDecodeError) as e: raise RunFolderError(f"{path}: not readable run parameters ({e}); move the folder aside") from None
+    now = run_params(params)
+    differ = {k: (before[k], now[k]) for k in now if k not in NOT_RUN_IDENTITY and before.get(k) != now[k]}
+    if differ:
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in differ.items())
+        raise RunFolderError(f"{run_dir}: this run was made with other parameters ({listed}); use another run name, or the recorded parameters to resume it")
+
+def parameters_given(namespace: dict,  # a notebook's globals() after its parameters cell (and papermill's injected one)
+                     before: set  # the names that existed before the parameters cell
+                    ) -> dict:  # name -> value of every parameter the notebook was given
+    "The values a papermill notebook's parameters cell and injected cell defined (modules, functions and _names left out)."
+    from types import ModuleType
+    return {k: v for k, v in namespace.items()
+            if k not in before and not k.startswith("_") and not isinstance(v, ModuleType) and not callable(v)}
+
+def open_run(params: dict,  # run parameters (run_spec's arguments, device and progress allowed)
+             source: str = "run parameters",  # where they came from, for messages
+             is_main: bool = True  # rank 0 writes params.json
+            ) -> RunSpec:
+    "Check the parameters and the run folder, then build the run (corpus and backbones when needed) and record params.json."
+    params = check_run_params(params, source)
+    spec_args = {k: v for k, v in params.items() if k != "device"}
+    check_run_folder(run_folder(spec_args), spec_args)
+    spec = run_spec(**spec_args)
+    if is_main and not (spec.run_dir / "params.json").exists(): write_run_params(spec.run_dir, spec_args)
+    return spec
 
 # %% ../nbs/11a_stages.ipynb #80103027
 def training_curves(folders: dict,  # {label: fit run folder}

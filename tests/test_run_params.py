@@ -1,0 +1,83 @@
+"""Run parameters are checked once, before anything is written, by the command line and the notebooks alike; a run
+folder resumes the same run or refuses; every shipped parameter file trains."""
+import hashlib, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssl_mepr.stages import open_run
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+TINY = dict(demo_size="tiny", modalities=["face"], model_width=16, max_layers=1, stage1_epochs=1, stage2_epochs=1, stage3_epochs=1)
+
+
+def stage(n, *args):
+    return subprocess.run([str(BIN / "ssl-mepr-stage"), str(n), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=900)
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_exit_2(out, *words):
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, (out.returncode, out.stderr[-2000:])
+    for w in words: assert w in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"stage1_epoch": 3}, ["unknown parameter 'stage1_epoch'; did you mean 'stage1_epochs'?"]),
+    ({"stage1_epochs": -1}, ["stage1_epochs: expected a whole number of at least 1, got -1"]),
+    ({"lr_fusion": "fast"}, ["lr_fusion: expected a positive number"]),
+    ({"modalities": ["face", "voice"]}, ["modalities: expected distinct modalities"]),
+    ({"corpus": "no/such/folder"}, ["corpus: no/such/folder holds no manifest.csv"]),
+])
+def test_ssl_mepr_stage_refuses_bad_parameters_before_writing(tmp_path, bad, words):
+    params = tmp_path / "p.yaml"; params.write_text(yaml.safe_dump({**TINY, **bad}))
+    out = stage(1, "--params", params, "--runs-root", tmp_path / "runs")
+    one_line_exit_2(out, str(params), *words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_parameter_file_that_is_not_a_mapping_is_one_line(tmp_path):
+    params = tmp_path / "p.yaml"; params.write_text("- just\n- a list\n")
+    one_line_exit_2(stage(1, "--params", params, "--runs-root", tmp_path / "runs"), "must be a mapping")
+
+
+def test_a_run_folder_made_with_other_parameters_is_refused_untouched(tmp_path):
+    open_run({**TINY, "run_name": "r", "runs_root": str(tmp_path), "progress": False})
+    before = tree(tmp_path / "r")
+    params = tmp_path / "p.yaml"; params.write_text(yaml.safe_dump({**TINY, "stage3_emotion_loss": "ce_soft"}))
+    out = stage(3, "--params", params, "--runs-root", tmp_path, "--run-name", "r", "--seed", 7)
+    one_line_exit_2(out, "this run was made with other parameters", "seed 42 -> 7", "stage3_emotion_loss 'ce_argmax' -> 'ce_soft'")
+    assert tree(tmp_path / "r") == before
+
+
+def test_a_misspelt_papermill_parameter_stops_the_notebook(tmp_path):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match="did you mean 'stage1_epochs'"):
+        pm.execute_notebook(str(ROOT / "nbs" / "stage1.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3", progress_bar=False,
+                            parameters={"stage1_epoch": 3, "runs_root": str(tmp_path / "runs"), "demo_size": "tiny"})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_notebook_and_command_line_defaults_agree():
+    "The stage notebooks' parameters cells hold run_spec's defaults, so a parameter file gives one run whichever way it is run."
+    import inspect, papermill as pm
+    from ssl_mepr.stages import run_spec
+    defaults = {k: v.default for k, v in inspect.signature(run_spec).parameters.items() if k != "progress"}
+    for n in (1, 2, 3):
+        cell = pm.inspect_notebook(str(ROOT / "nbs" / f"stage{n}.ipynb"))
+        for name, default in defaults.items():
+            shown = eval(cell[name]["default"])  # the cell's literal
+            assert (list(shown) if isinstance(shown, (list, tuple)) else shown) == (list(default) if isinstance(default, tuple) else default), (n, name)
+
+
+def test_the_corrected_configuration_trains_all_three_stages(tmp_path):
+    "params/corrected.yaml as shipped (every quirk switch corrected), on the tiny corpus, through stage 3."
+    out = stage(3, "--params", ROOT / "params" / "corrected.yaml", "--demo-size", "tiny", "--runs-root", tmp_path, "--run-name", "c")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "stage 3 · fusion" in out.stdout and (tmp_path / "c" / "stage3" / "metrics.json").exists()
+    assert yaml.safe_load((ROOT / "params" / "corrected.yaml").read_text())["corrected"] is True
