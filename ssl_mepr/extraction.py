@@ -19,13 +19,15 @@ from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 from .features import store_dir, write_shard, finished_clip_ids, record_failures
 
 # %% auto #0
-__all__ = ['MODALITIES', 'IMAGE_MODALITIES', 'ExtractionSettings', 'modality_store_config', 'ClipExtraction', 'make_detectors',
-           'extract_clip', 'process_share', 'manifest_share', 'extract_manifest', 'add_extract_arguments',
-           'backbones_file', 'read_backbones_file', 'rank_device', 'run_extract']
+__all__ = ['MODALITIES', 'IMAGE_MODALITIES', 'MAX_FRAMES', 'ExtractionSettings', 'modality_store_config', 'ClipExtraction',
+           'make_detectors', 'extract_clip', 'process_share', 'manifest_share', 'extract_manifest',
+           'add_extract_arguments', 'backbones_file', 'read_backbones_file', 'rank_device', 'run_extract']
 
 # %% ../nbs/05a_extraction.ipynb #3a3f9bb4
 MODALITIES = ("body", "face", "scene", "audio", "text")
 IMAGE_MODALITIES = ("body", "face", "scene")
+
+MAX_FRAMES = 300  # frames per clip at most: each is decoded, searched for a face and a body, and embedded three times
 
 @dataclass
 class ExtractionSettings:
@@ -41,7 +43,7 @@ class ExtractionSettings:
     def validate(self) -> "ExtractionSettings":
         "Check the fields; ValueError naming the bad one."
         from ssl_mepr.media import DETECTORS
-        if self.n_frames < 1: raise ValueError(f"n_frames must be at least 1; got {self.n_frames}")
+        if not 1 <= self.n_frames <= MAX_FRAMES: raise ValueError(f"n_frames must lie in [1, {MAX_FRAMES}] (MAX_FRAMES; the paper samples 30); got {self.n_frames}")
         for name in (self.face_detector, self.body_detector):
             if name not in DETECTORS: raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
         return self
@@ -211,6 +213,7 @@ def extract_manifest(manifest: pd.DataFrame,  # corpus manifest: clip_id, corpus
     "Extract this process's share of a manifest into the feature store, resuming where an earlier run stopped."
     from tqdm.auto import tqdm
     settings = (settings or ExtractionSettings()).validate()
+    if chunk_size < 1: raise ValueError(f"chunk size must be at least 1 clip per shard; got {chunk_size}")
     if rank is None or world is None: rank, world = process_share()
     writer = f"rank-{rank}" if world > 1 else ""
     configs = {m: modality_store_config(m, backbones, settings) for m in modalities}

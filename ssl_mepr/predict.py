@@ -5,7 +5,7 @@ attributions, in one pass through a trained run; and the `ssl-mepr` command line
 
 # %% ../nbs/13_predict.ipynb #9cd65f15
 from __future__ import annotations
-import argparse, dataclasses, json, sys, time, traceback, warnings
+import argparse, dataclasses, json, os, sys, time, traceback, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +25,8 @@ from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'PredictionModels', 'fusion_for', 'load_run', 'stage2_outputs', 'predict_video', 'format_prediction',
-           'read_transcript', 'command_parser', 'run_predict', 'main', 'cli']
+__all__ = ['USER_ERRORS', 'MAX_TRANSCRIPT_BYTES', 'PredictionModels', 'fusion_for', 'load_run', 'stage2_outputs', 'predict_video',
+           'format_prediction', 'read_transcript', 'command_parser', 'check_output_file', 'run_predict', 'main', 'cli']
 
 # %% ../nbs/13_predict.ipynb #935e935c
 @dataclass
@@ -177,16 +177,24 @@ def _user_errors() -> tuple:
     from ssl_mepr.extractors import BackboneError
     return (*USER_ERRORS, BackboneError)
 
+MAX_TRANSCRIPT_BYTES = 100_000  # a clip's words take a few hundred bytes; the text encoder keeps 512 tokens
+
 def read_transcript(text: str | None, path: str | None) -> str | None:
-    "The transcript from --transcript or --transcript-file (UTF-8); clear errors for bytes that are not UTF-8."
+    "The transcript from --transcript or --transcript-file (UTF-8, at most MAX_TRANSCRIPT_BYTES); clear errors otherwise."
     if text is not None and path is not None: raise ValueError("give --transcript or --transcript-file, not both")
+    too_long = lambda where: ValueError(f"{where}: the transcript is longer than {MAX_TRANSCRIPT_BYTES:,} bytes (MAX_TRANSCRIPT_BYTES); "
+                                        "give the words spoken in the clip")
     if path is not None:
-        try: return Path(path).read_bytes().decode("utf-8-sig")
+        try:
+            with open(path, "rb") as f: raw = f.read(MAX_TRANSCRIPT_BYTES + 1)  # bounded: /dev/zero or a huge file stops here
+            if len(raw) > MAX_TRANSCRIPT_BYTES: raise too_long(path)
+            return raw.decode("utf-8-sig")
         except UnicodeDecodeError as e: raise ValueError(f"{path}: the transcript is not UTF-8 text (byte {e.start}: {e.reason})") from None
         except OSError as e: raise FileNotFoundError(f"{path}: cannot read the transcript ({e.strerror})") from None
     if text is not None:
-        try: text.encode("utf-8")
+        try: size = len(text.encode("utf-8"))
         except UnicodeEncodeError: raise ValueError("--transcript: the text is not valid UTF-8") from None
+        if size > MAX_TRANSCRIPT_BYTES: raise too_long("--transcript")
     return text
 
 # %% ../nbs/13_predict.ipynb #33caeb43
@@ -200,7 +208,8 @@ def command_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder (e.g. runs/demo after `make demo`)")
     p.add_argument("--transcript", help="the words spoken in the video (default: ASR if the run has it, else text is masked)")
     p.add_argument("--transcript-file", help="a UTF-8 file holding the transcript")
-    p.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT ('-': standard output)")
+    p.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT ('-': standard output); never an input, an existing file only with --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="let --json replace an existing file (never an input video)")
     p.add_argument("--attributions", action="store_true", help="Input×Gradient attributions per modality")
     p.add_argument("--stage3", default="stage3", help="fusion model folder inside the run (default: stage3)")
     p.add_argument("--backbones", help="backbones JSON file (default: the run's backbones.json)")
@@ -224,8 +233,22 @@ def _fail(args, prefix: str, e: BaseException, code: int) -> int:
     print(f"{prefix}: error: {message}{hint}", file=sys.stderr)
     return code
 
+def check_output_file(path,  # where the JSON result goes
+                      inputs,  # the input files of the command
+                      overwrite: bool = False  # replace an existing file that is not an input
+                     ) -> Path:
+    "Refuse an output that is one of the inputs, a folder, or (without `overwrite`) an existing file."
+    path = Path(path)
+    if path.is_dir(): raise ValueError(f"--json {path}: that is a folder; name a file")
+    if path.exists():
+        if any(Path(i).exists() and os.path.samefile(path, i) for i in inputs):
+            raise ValueError(f"--json {path}: that is one of the input videos; the result must go to another file")
+        if not overwrite: raise ValueError(f"--json {path}: the file exists; pass --overwrite to replace it")
+    return path
+
 def run_predict(args) -> int:
     "`ssl-mepr predict` with parsed arguments; the exit code."
+    if args.json and args.json != "-": check_output_file(args.json, args.videos, args.overwrite)  # before any work
     transcript = read_transcript(args.transcript, args.transcript_file)
     models = load_run(args.run, device=args.device, stage3=args.stage3, bf16=args.bf16, allow_network=args.allow_network,
                       backbones=args.backbones)

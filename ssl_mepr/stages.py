@@ -480,7 +480,8 @@ def run_params(params: dict  # some of run_spec's arguments
     defaults = {k: v.default for k, v in inspect.signature(run_spec).parameters.items() if k != "progress"}
     unknown = set(params) - set(defaults) - {"device", "progress"}
     if unknown: raise ValueError(f"unknown run parameters {sorted(unknown)}; expected some of {sorted(defaults)}")
-    return {**defaults, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k in defaults}}
+    full = {**defaults, **{k: v for k, v in params.items() if k in defaults}}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}  # as JSON gives them back: a tuple default is a list too
 
 def write_run_params(run_dir, params: dict) -> Path:
     "Record a run's parameters in `<run_dir>/params.json` (what predict and the analysis notebooks read back)."

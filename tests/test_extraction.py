@@ -136,3 +136,12 @@ def test_bad_manifest_is_one_line_exit_2(corpus, tmp_path):
     cmd[2] = str(bad)
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "manifest.csv" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_a_chunk_size_below_one_is_one_line_exit_2(corpus, tmp_path, size):
+    cmd = extract(corpus, tmp_path / "s", command_only=True)
+    cmd[cmd.index("--chunk-size") + 1] = size
+    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "chunk size must be at least 1" in out.stderr, out.stderr
+    assert not (tmp_path / "s").exists()

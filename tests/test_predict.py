@@ -159,3 +159,32 @@ def test_backbones_of_another_width_is_one_line(capsys, clips, tiny_predict_run,
     code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--backbones", tmp_path / "wide.json")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "do not take the 32-wide features" in err and "use the backbones the run's features were extracted with" in err
+
+
+def test_json_never_replaces_an_input_video(tiny_predict_run, tmp_path):
+    "The issue's case: a file named `--json=a.mp4` beside a.mp4 and b.mp4, and `ssl-mepr predict *.mp4` in a shell."
+    for name in ("a.mp4", "b.mp4"): write_portrait_clip(tmp_path / name, seconds=1.0)
+    (tmp_path / "--json=a.mp4").write_bytes(b"")
+    before = (tmp_path / "a.mp4").read_bytes()
+    out = subprocess.run(f"{Path(sys.executable).parent / 'ssl-mepr'} predict *.mp4 --run '{tiny_predict_run}'", shell=True,
+                         cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "one of the input videos" in out.stderr, out.stderr
+    assert (tmp_path / "a.mp4").read_bytes() == before
+
+
+def test_json_replaces_an_existing_file_only_when_asked(capsys, clips, tiny_predict_run, tmp_path):
+    old = tmp_path / "old.json"; old.write_text("keep me")
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--json", old)
+    assert code == 2 and "pass --overwrite" in err and old.read_text() == "keep me"
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, "--json", old, "--overwrite")
+    assert code == 0 and json.loads(old.read_text())["file"].endswith("mute.mp4")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transcript-file", "/dev/zero"], "longer than 100,000 bytes (MAX_TRANSCRIPT_BYTES)"),
+    (["--frames", "100000"], "n_frames must lie in [1, 300] (MAX_FRAMES"),
+    (["--frames", "0"], "n_frames must lie in [1, 300]"),
+])
+def test_user_given_sizes_are_bounded(capsys, clips, tiny_predict_run, args, message):
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
