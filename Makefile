@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.ssl_mepr-installed
 RUN ?= demo
+# The demo's tables and figures are committed in figures/; any other run keeps its own in its folder.
+FIGURES := $(if $(filter demo,$(RUN)),figures,runs/$(RUN)/figures)
 
 # Nothing touches the network at run time.
 export HF_HUB_OFFLINE := 1
@@ -26,15 +28,15 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 ## The main job: stages 1, 2 and 3 on the embedded demo corpus, then the results tables and the emotion-trait statistics
-## (executed notebooks in runs/$(RUN)/, tables and figures in figures/), then the summary table, then `ssl-mepr predict`
+## (executed notebooks in runs/$(RUN)/, tables and figures in $(FIGURES)/), then the summary table, then `ssl-mepr predict`
 ## on a generated portrait clip with the run's tiny backbones (the whole path from a video file).
 demo: $(INSTALLED)
 	@mkdir -p runs/$(RUN)
 	$(BIN)/papermill nbs/stage1.ipynb runs/$(RUN)/stage1.ipynb -f params/demo.yaml -p run_name $(RUN)
 	$(BIN)/papermill nbs/stage2.ipynb runs/$(RUN)/stage2.ipynb -f params/demo.yaml -p run_name $(RUN)
 	$(BIN)/papermill nbs/stage3.ipynb runs/$(RUN)/stage3.ipynb -f params/demo.yaml -p run_name $(RUN)
-	$(BIN)/papermill nbs/tables.ipynb runs/$(RUN)/tables.ipynb -p run_name $(RUN)
-	$(BIN)/papermill nbs/correlations.ipynb runs/$(RUN)/correlations.ipynb -p run_name $(RUN)
+	$(BIN)/papermill nbs/tables.ipynb runs/$(RUN)/tables.ipynb -p run_name $(RUN) -p figures_dir $(FIGURES)
+	$(BIN)/papermill nbs/correlations.ipynb runs/$(RUN)/correlations.ipynb -p run_name $(RUN) -p figures_dir $(FIGURES)
 	@$(BIN)/ssl-mepr-stage 3 --params params/demo.yaml --run-name $(RUN)
 	@$(PY) -c "from ssl_mepr.media import write_portrait_clip; write_portrait_clip('runs/$(RUN)/sample clip.mp4', seconds=3)"
 	$(BIN)/ssl-mepr predict "runs/$(RUN)/sample clip.mp4" --run runs/$(RUN) --transcript "I really enjoyed meeting everyone today"
