@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_training.ipynb #580e3373
 from __future__ import annotations
-import io, json, math, os, random, time
+import hashlib, io, json, math, os, random, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Protocol
@@ -18,10 +18,10 @@ from .devices import DEFAULT_DEVICE, autocast, check_precision, resolve_device, 
 from .features import atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 
 # %% auto #0
-__all__ = ['TensorData', 'batch_indices', 'seed_everything', 'rng_state', 'set_rng_state', 'ProcessContext', 'process_context',
-           'rank_slice', 'average_gradients', 'Task', 'TrainConfig', 'make_optimizer', 'make_scheduler',
-           'save_checkpoint', 'load_checkpoint', 'evaluate_splits', 'history_frame', 'FitResult', 'fit', 'load_result',
-           'load_best']
+__all__ = ['CHECKPOINT_DIGESTS', 'TensorData', 'batch_indices', 'seed_everything', 'rng_state', 'set_rng_state', 'ProcessContext',
+           'process_context', 'rank_slice', 'average_gradients', 'Task', 'TrainConfig', 'make_optimizer',
+           'make_scheduler', 'CheckpointIntegrityError', 'save_checkpoint', 'load_checkpoint', 'evaluate_splits',
+           'history_frame', 'FitResult', 'fit', 'load_result', 'load_best']
 
 # %% ../nbs/11_training.ipynb #49a79567
 def _map(tree, fn):
@@ -172,15 +172,43 @@ def make_scheduler(optimizer, cfg: TrainConfig):
     return None
 
 # %% ../nbs/11_training.ipynb #83e375c7
+CHECKPOINT_DIGESTS = "checkpoints.sha256.json"  # beside the checkpoints: file name -> the SHA-256 digests it may have
+
+class CheckpointIntegrityError(ValueError):
+    "A run's checkpoint that is not the file the run wrote, or not a plain-tensor checkpoint."
+
+def _recorded_digests(folder) -> dict:
+    "The checkpoint digests recorded in a folder ({} when none)."
+    path = Path(folder) / CHECKPOINT_DIGESTS
+    try: return json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, UnicodeDecodeError) as e: raise CheckpointIntegrityError(f"{path}: not a readable digest record ({e})") from None
+
 def save_checkpoint(path, state: dict) -> Path:
-    "Write a checkpoint atomically."
-    buf = io.BytesIO(); torch.save(state, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    "Write a checkpoint atomically and record its SHA-256 (the previous digest kept until the new file is in place)."
+    path = Path(path); buf = io.BytesIO(); torch.save(state, buf); data = buf.getvalue()
+    digest, record = hashlib.sha256(data).hexdigest(), _recorded_digests(path.parent)
+    write_record = lambda digests: atomic_write_text(path.parent / CHECKPOINT_DIGESTS, json.dumps({**record, path.name: digests}, indent=1, sort_keys=True))
+    write_record([*record.get(path.name, [])[-1:], digest])  # old and new both valid while the file is replaced
+    atomic_write_bytes(path, data)
+    write_record([digest])
+    return path
 
 def load_checkpoint(path) -> dict:
-    "Read a checkpoint written by `save_checkpoint` (tensors, numbers, strings and containers only)."
+    "Read a checkpoint written by `save_checkpoint`: its digest checked, tensors, numbers, strings and containers only."
+    path = Path(path)
+    allowed = _recorded_digests(path.parent).get(path.name)
+    if allowed is not None and path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() not in allowed:
+        raise CheckpointIntegrityError(f"{path}: the file is not the one the run wrote (its SHA-256 differs from {CHECKPOINT_DIGESTS}); "
+                                       "restore it or train again")
     try: return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise RuntimeError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except FileNotFoundError: raise
+    except Exception as e:
+        text = str(e)
+        if "Unsupported global" in text:  # torch's own message goes on to explain how to load it anyway: never do
+            raise CheckpointIntegrityError(f"{path}: refused: it holds Python objects besides tensors, numbers and strings, "
+                                           "and loading those could run code") from None
+        reason = text.split("WeightsUnpickler error:")[-1].strip() if "WeightsUnpickler error:" in text else text
+        raise CheckpointIntegrityError(f"{path}: not a readable checkpoint ({(reason.splitlines() or [type(e).__name__])[0]})") from None
 
 # %% ../nbs/11_training.ipynb #a0c4f078
 def _portable_rng(state: dict) -> dict:

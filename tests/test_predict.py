@@ -188,3 +188,14 @@ def test_json_replaces_an_existing_file_only_when_asked(capsys, clips, tiny_pred
 def test_user_given_sizes_are_bounded(capsys, clips, tiny_predict_run, args, message):
     code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", tiny_predict_run, *args)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_tampered_checkpoint_is_refused_in_one_line(capsys, clips, tiny_predict_run, tmp_path):
+    "The issue's case: stage3/best.pt with bytes flipped used to give other traits in silence."
+    import shutil
+    run = tmp_path / "run"; shutil.copytree(tiny_predict_run, run)
+    best = run / "stage3" / "best.pt"
+    raw = bytearray(best.read_bytes()); raw[len(raw) // 2] ^= 0xFF; best.write_bytes(bytes(raw))
+    code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", run)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "stage3/best.pt: the file is not the one the run wrote" in err, err
