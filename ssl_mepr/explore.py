@@ -51,7 +51,8 @@ def modality_attributions(model: FusionModel,  # a fusion model in eval mode
     if model.training: raise ValueError("modality_attributions: put the model in eval mode first (model.eval()); dropout would make the attributions random")
     active = model.active_modalities
     inputs = _fusion_inputs(batch, active)
-    call = lambda t: model(*({m: t[kind, m] for m in active} for kind in ("features", "emotion_logits", "personality_scores")))
+    present = batch.get("present")  # modality -> [B] bool; a clip's absent modalities get no attribution (NaN)
+    call = lambda t: model(*({m: t[kind, m] for m in active} for kind in ("features", "emotion_logits", "personality_scores")), present=present)
     with torch.no_grad(): predicted = call(inputs).emotion_logits.argmax(1)
     targets = [lambda t: call(t).emotion_logits.softmax(1).gather(1, predicted[:, None])[:, 0]]
     targets += [lambda t, k=k: call(t).personality_scores[:, k] for k in range(len(TRAITS))]
@@ -59,6 +60,9 @@ def modality_attributions(model: FusionModel,  # a fusion model in eval mode
     for i, target in enumerate(targets):
         ixg = input_x_gradient(target, inputs)
         for j, m in enumerate(active): out[:, i, j] = sum(ixg[kind, m] for kind in ("features", "emotion_logits", "personality_scores")).cpu().numpy()
+    if present is not None:
+        for j, m in enumerate(active):
+            if m in present: out[~present[m].cpu().numpy(), :, j] = np.nan
     return out
 
 # %% ../nbs/15_explore.ipynb #5deb3ac9
@@ -92,7 +96,8 @@ def _explain_split(model: FusionModel, data, chunk: int) -> dict:
     parts, n_mod = [], len(model.active_modalities)
     for i in range(0, len(data), chunk):
         batch = data.take(torch.arange(i, min(i + chunk, len(data))))
-        with torch.no_grad(): out = model(batch["features"], batch["emotion_logits"], batch["personality_scores"], return_attention=True)
+        with torch.no_grad(): out = model(batch["features"], batch["emotion_logits"], batch["personality_scores"], return_attention=True,
+                                          present=batch.get("present"))
         B = len(out.emotion_logits)
         nan = lambda *shape: torch.full((B, *shape), float("nan"), device=out.emotion_logits.device)
         cross = out.cross_attention or {"emotion": nan(n_mod), "personality": nan(n_mod)}

@@ -16,12 +16,13 @@ import torch
 
 from .media import MediaError, read_frames, read_audio, make_detector, crop_sequence
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
-from .features import store_dir, write_shard, finished_clip_ids, record_failures
+from .features import store_dir, write_shard, finished_clip_ids, record_failures, read_failures, stored_inputs, forget_clips, clip_inputs
 
 # %% auto #0
 __all__ = ['MODALITIES', 'IMAGE_MODALITIES', 'MAX_FRAMES', 'ExtractionSettings', 'modality_store_config', 'ClipExtraction',
            'make_detectors', 'extract_clip', 'process_share', 'manifest_share', 'extract_manifest',
-           'add_extract_arguments', 'backbones_file', 'read_backbones_file', 'rank_device', 'run_extract']
+           'add_extract_arguments', 'backbones_file', 'read_backbones_file', 'rank_device', 'run_extract',
+           'extraction_report']
 
 # %% ../nbs/05a_extraction.ipynb #3a3f9bb4
 MODALITIES = ("body", "face", "scene", "audio", "text")
@@ -199,6 +200,28 @@ def _extract_row(row, backbones, settings, pending, detectors, base_dir):
     except MediaError as e: return {}, {m: str(e) for m in pending}
     return found.sequences, {m: r for m, r in found.problems.items() if m in pending}
 
+# %% ../nbs/05a_extraction.ipynb #05acf587
+@contextmanager
+def _store_lock(directory):
+    "Hold a store folder's lock file: processes that rewrite its shards (forgetting clips) take turns."
+    import fcntl
+    with open(Path(directory) / ".rewrite.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+def _clips_to_redo(directory,  # a store folder
+                   inputs: dict,  # clip id -> its inputs fingerprint now (this process's clips)
+                   retry_failed: bool  # also redo failed clips whose inputs did not change
+                  ) -> set:  # the clips taken out of the store, to be extracted again
+    "Take out of a store folder this process's clips whose inputs changed since, and (on request) those that failed."
+    before = stored_inputs(directory)
+    redo = {c for c, fp in inputs.items() if c in before and before[c] != fp}
+    if retry_failed: redo |= set(read_failures(directory).clip_id) & set(inputs)
+    if redo:
+        with _store_lock(directory): forget_clips(directory, redo)
+    return redo
+
 # %% ../nbs/05a_extraction.ipynb #e8564c63
 def extract_manifest(manifest: pd.DataFrame,  # corpus manifest: clip_id, corpus, split, video_path, audio_path, text
                      store_root,  # the feature store's root folder
@@ -208,8 +231,9 @@ def extract_manifest(manifest: pd.DataFrame,  # corpus manifest: clip_id, corpus
                      chunk_size: int = 32,  # clips per shard
                      rank: int | None = None, world: int | None = None,  # default: from the environment
                      base_dir=None,  # folder that relative manifest paths start from
-                     progress: bool = True  # show a tqdm bar
-                    ) -> pd.DataFrame:  # per corpus, split and modality: clips stored, failed and skipped (already done)
+                     progress: bool = True,  # show a tqdm bar
+                     retry_failed: bool = False  # also extract again the clips whose earlier attempt failed with unchanged inputs
+                    ) -> pd.DataFrame:  # per corpus, split and modality: clips stored, failed, skipped (already done), redone
     "Extract this process's share of a manifest into the feature store, resuming where an earlier run stopped."
     from tqdm.auto import tqdm
     settings = (settings or ExtractionSettings()).validate()
@@ -222,8 +246,11 @@ def extract_manifest(manifest: pd.DataFrame,  # corpus manifest: clip_id, corpus
     bar = tqdm(total=len(share), disable=not progress, desc=f"extract {rank + 1}/{world}" if world > 1 else "extract")
     for (corpus, split), group in share.groupby(["corpus", "split"], sort=True):
         dirs = {m: store_dir(store_root, corpus, split, m, configs[m]) for m in modalities}
+        inputs = {row.clip_id: clip_inputs(_clip_text(getattr(row, "text", None)), _clip_path(row.video_path, base_dir),
+                                           _clip_path(getattr(row, "audio_path", None), base_dir)) for row in group.itertuples(index=False)}
+        redo = {m: _clips_to_redo(dirs[m], inputs, retry_failed) for m in modalities}
         done = {m: finished_clip_ids(dirs[m]) for m in modalities}
-        n = {m: dict(stored=0, failed=0, skipped=0) for m in modalities}
+        n = {m: dict(stored=0, failed=0, skipped=0, redone=len(redo[m])) for m in modalities}
         for start in range(0, len(group), chunk_size):
             stored, failed = {m: {} for m in modalities}, {m: {} for m in modalities}
             for row in group.iloc[start:start + chunk_size].itertuples(index=False):
@@ -235,12 +262,12 @@ def extract_manifest(manifest: pd.DataFrame,  # corpus manifest: clip_id, corpus
                     for m, reason in problems.items(): failed[m][row.clip_id] = reason
                 bar.update(1)
             for m in modalities:
-                if failed[m]: record_failures(dirs[m], failed[m], writer)
-                if stored[m]: write_shard(dirs[m], list(stored[m]), list(stored[m].values()))
+                if failed[m]: record_failures(dirs[m], failed[m], writer, inputs)
+                if stored[m]: write_shard(dirs[m], list(stored[m]), list(stored[m].values()), inputs=inputs)
                 n[m]["stored"] += len(stored[m]); n[m]["failed"] += len(failed[m])
         counts += [{"corpus": corpus, "split": split, "modality": m, **n[m]} for m in modalities]
     bar.close()
-    return pd.DataFrame(counts, columns=["corpus", "split", "modality", "stored", "failed", "skipped"])
+    return pd.DataFrame(counts, columns=["corpus", "split", "modality", "stored", "failed", "skipped", "redone"])
 
 # %% ../nbs/05a_extraction.ipynb #b7d49aa2
 def add_extract_arguments(parser: argparse.ArgumentParser):
@@ -257,6 +284,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--retry-failed", action="store_true", help="try again the clips that failed before with unchanged inputs (clips whose files or transcript changed are always redone)")
 
 def backbones_file(path) -> Path:
     "The backbones JSON named by `path`: the file itself, or `backbones.json` inside a run folder."
@@ -299,4 +327,17 @@ def run_extract(args) -> pd.DataFrame:
     base = backbones_file(args.backbones).parent
     backbones = load_backbones(spec, device=rank_device(args.device), bf16=args.bf16, allow_network=args.allow_network, base_dir=base)
     return extract_manifest(manifest, args.store, backbones, settings, modalities, args.chunk_size,
-                            base_dir=Path(args.manifest).parent, progress=not args.no_progress)
+                            base_dir=Path(args.manifest).parent, progress=not args.no_progress, retry_failed=args.retry_failed)
+
+def extraction_report(summary: pd.DataFrame,  # from `extract_manifest`
+                      store_root  # the feature store's root folder
+                     ) -> str:
+    "The summary table and, when clips failed, where their reasons are and how to try them again."
+    text = summary.to_string(index=False)
+    failed = int(summary.failed.sum())
+    if failed:
+        tables = sorted({str(p) for p in Path(store_root).glob("*/*/*/*/failures*.csv")})
+        text += (f"\n{failed} clip-modalities failed this time; their reasons are in {len(tables)} failures table(s) under {store_root}, "
+                 f"e.g. {tables[0] if tables else store_root}. Fix the inputs and run again: clips whose files or transcript "
+                 "changed are redone; --retry-failed tries the others again.")
+    return text

@@ -19,7 +19,8 @@ from safetensors.numpy import save_file
 # %% auto #0
 __all__ = ['config_key', 'writer_tag', 'process_running', 'temporary_abandoned', 'remove_abandoned_temporaries', 'replacing',
            'atomic_write_bytes', 'atomic_write_text', 'store_dir', 'store_configs', 'find_store', 'write_shard',
-           'SequenceSet', 'read_shard', 'read_sequences', 'finished_clip_ids', 'read_failures', 'record_failures']
+           'SequenceSet', 'read_shard', 'read_sequences', 'stored_clip_ids', 'stored_inputs', 'finished_clip_ids',
+           'read_failures', 'record_failures', 'forget_clips', 'clip_inputs']
 
 # %% ../nbs/05_features.ipynb #17112e54
 def config_key(config: dict  # the extractor configuration: JSON-serialisable, order of keys irrelevant
@@ -159,7 +160,8 @@ def write_shard(directory,  # a folder from `store_dir`
                 clip_ids,  # n clip ids, in row order
                 sequences,  # n arrays of shape [T_i, D] (T_i may be 0)
                 name: str | None = None,  # shard name; default: a hash of the clip ids
-                dtype=np.float32  # storage dtype of the values
+                dtype=np.float32,  # storage dtype of the values
+                inputs: dict | None = None  # clip id -> fingerprint of what it was extracted from (see `clip_inputs`)
                ) -> Path:
     "Write one shard of sequences atomically and return its path."
     clip_ids = [str(c) for c in clip_ids]
@@ -173,7 +175,8 @@ def write_shard(directory,  # a folder from `store_dir`
     name = name or hashlib.sha256("\n".join(clip_ids).encode()).hexdigest()[:12]
     path = Path(directory) / f"shard-{name}.safetensors"
     with replacing(path) as tmp:
-        save_file({"values": values, "lengths": lengths}, str(tmp), metadata={"clip_ids": json.dumps(clip_ids)})
+        meta = {"clip_ids": json.dumps(clip_ids), **({"inputs": json.dumps({c: inputs[c] for c in clip_ids if c in inputs})} if inputs else {})}
+        save_file({"values": values, "lengths": lengths}, str(tmp), metadata=meta)
     return path
 
 # %% ../nbs/05_features.ipynb #d94355a8
@@ -245,13 +248,27 @@ def read_sequences(directory,  # a folder from `store_dir`
     return out if clip_ids is None else out.select(list(clip_ids))
 
 # %% ../nbs/05_features.ipynb #1fa38610
+def _shard_headers(directory) -> dict:
+    "path -> (clip ids, {clip id: inputs fingerprint}) of every shard in a store folder, read from the headers only."
+    out = {}
+    for p in sorted(Path(directory).glob("shard-*.safetensors")):
+        with safe_open(str(p), framework="np") as f: meta = f.metadata()
+        out[p] = (json.loads(meta["clip_ids"]), json.loads(meta.get("inputs", "{}")))
+    return out
+
+def stored_clip_ids(directory) -> set:
+    "Clip ids stored in any shard of a store folder."
+    return {c for ids, _ in _shard_headers(directory).values() for c in ids}
+
+def stored_inputs(directory) -> dict:
+    "clip id -> the inputs fingerprint it was stored or failed with (clips stored before fingerprints existed are left out)."
+    found = {c: fp for _, fps in _shard_headers(directory).values() for c, fp in fps.items()}
+    failed = read_failures(directory)
+    return {**found, **{c: fp for c, fp in zip(failed.clip_id, failed.get("inputs", [""] * len(failed))) if fp}}
+
 def finished_clip_ids(directory) -> set:
     "Clip ids already stored (in any shard) or recorded as failed in a store folder."
-    d = Path(directory)
-    done = set()
-    for p in d.glob("shard-*.safetensors"):
-        with safe_open(str(p), framework="np") as f: done.update(json.loads(f.metadata()["clip_ids"]))
-    return done | set(read_failures(d)["clip_id"])
+    return stored_clip_ids(directory) | set(read_failures(directory)["clip_id"])
 
 def read_failures(directory) -> pd.DataFrame:
     "The failures table of a store folder (columns clip_id, reason; empty when nothing failed), all writers together."
@@ -262,11 +279,48 @@ def read_failures(directory) -> pd.DataFrame:
 
 def record_failures(directory,  # a folder from `store_dir`
                     failures: dict,  # clip id -> one-line reason
-                    writer: str = ""  # e.g. "rank-1": each process of a parallel extraction keeps its own table
+                    writer: str = "",  # e.g. "rank-1": each process of a parallel extraction keeps its own table
+                    inputs: dict | None = None  # clip id -> inputs fingerprint (see `clip_inputs`)
                    ) -> Path:
     "Add clips to the failures table (atomic rewrite; a clip recorded again keeps its newest reason)."
     path = Path(directory) / (f"failures-{writer}.csv" if writer else "failures.csv")
-    old = pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=["clip_id", "reason"])
-    new = pd.DataFrame({"clip_id": list(failures), "reason": [str(r) for r in failures.values()]})
+    old = pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=["clip_id", "reason", "inputs"])
+    new = pd.DataFrame({"clip_id": list(failures), "reason": [str(r) for r in failures.values()],
+                        "inputs": [(inputs or {}).get(c, "") for c in failures]})
     table = pd.concat([old[~old.clip_id.isin(new.clip_id)], new], ignore_index=True)
     return atomic_write_text(path, table.to_csv(index=False))
+
+# %% ../nbs/05_features.ipynb #bcb4c7cb
+def forget_clips(directory,  # a folder from `store_dir`
+                 clip_ids  # the clips to take out
+                ) -> int:  # how many stored sequences and failure records were removed
+    "Remove clips from a store folder's shards and failures tables (each file rewritten atomically without them)."
+    gone, removed = set(clip_ids), 0
+    for path, (ids, fps) in _shard_headers(directory).items():
+        keep = [i for i, c in enumerate(ids) if c not in gone]
+        if len(keep) == len(ids): continue
+        shard = read_shard(path)
+        with replacing(path) as tmp:
+            values = [shard.sequence(i) for i in keep]
+            meta = {"clip_ids": json.dumps([ids[i] for i in keep]), **({"inputs": json.dumps({ids[i]: fps[ids[i]] for i in keep if ids[i] in fps})} if fps else {})}
+            save_file({"values": np.concatenate(values, 0) if values else shard.values[:0],
+                       "lengths": np.array([len(v) for v in values], dtype=np.int64)}, str(tmp), metadata=meta)
+        removed += len(ids) - len(keep)
+        if not keep: path.unlink()
+    for path in sorted(Path(directory).glob("failures*.csv")):
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if table.clip_id.isin(gone).any():
+            removed += int(table.clip_id.isin(gone).sum())
+            atomic_write_text(path, table[~table.clip_id.isin(gone)].to_csv(index=False))
+    return removed
+
+def clip_inputs(text,  # the clip's transcript cell (None or NaN: none)
+                *paths  # its media files (None: none)
+               ) -> str:  # 16 hex digits
+    "A fingerprint of what a clip is extracted from: its text and each media file's name, size and modification time."
+    parts = ["" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)]
+    for p in paths:
+        if p is None: parts.append("-"); continue
+        try: st = Path(p).stat(); parts.append(f"{Path(p).name}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError: parts.append(f"{Path(p).name}:absent")
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

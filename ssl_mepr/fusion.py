@@ -125,11 +125,13 @@ class GraphAttentionFusion(nn.Module):
         self.leaky_relu = nn.LeakyReLU(negative_slope)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, z  # [B, N, D] modality tokens
+    def forward(self, z,  # [B, N, D] modality tokens
+                present=None  # [B, N] bool: False leaves that node out of every other node's neighbourhood (None: all in)
                ):        # -> ([B, N, D] mixed tokens, [B, N, N] attention before dropout)
         h = self.W(z)
         a_self, a_other = self.a[: h.shape[-1]], self.a[h.shape[-1]:]
         scores = self.leaky_relu(h @ a_self + (h @ a_other).transpose(1, 2))  # e[b,i,j]
+        if present is not None: scores = scores.masked_fill(~present[:, None, :], float("-inf"))
         attention = scores.softmax(dim=-1)
         return self.dropout(attention) @ h, attention
 
@@ -215,14 +217,44 @@ def _gather(tensors: Mapping,        # modality name -> tensor
         out[m] = t.to(like)
     return out
 
+# %% ../nbs/09_fusion.ipynb #f2bbc54c
+def _presence_mask(present: Mapping | None,  # modality -> [B] bool, or None
+                   active: tuple,             # the active modalities, in node order
+                   batch_size: int,           # B
+                   device                     # where the mask goes
+                  ) -> tuple:                 # ([B, N] bool or None, [B] bool "no modality at all" or None)
+    "The node mask of one batch; (None, None) when every clip has every active modality."
+    if present is None: return None, None
+    if not isinstance(present, Mapping): raise TypeError(f"present must be a dict keyed by modality name; got {type(present).__name__}")
+    cols = []
+    for m in active:
+        p = torch.ones(batch_size, dtype=torch.bool) if present.get(m) is None else torch.as_tensor(present[m])
+        if p.shape != (batch_size,): raise ValueError(f"present[{m!r}] must have shape [B] = [{batch_size}]; got {list(p.shape)}")
+        cols.append(p.to(device=device, dtype=torch.bool))
+    mask = torch.stack(cols, dim=1)
+    if bool(mask.all()): return None, None
+    empty = ~mask.any(1)
+    return mask | empty[:, None], (empty if bool(empty.any()) else None)  # an empty row attends over all nodes; its output is replaced
+
 # %% ../nbs/09_fusion.ipynb #ae544e63
+def _masked_mean(values,   # [B, N, ...] one entry per node
+                 present   # [B, N] bool
+                ):         # -> [B, ...] the mean over each row's present nodes (zeros where none is)
+    "The mean over the present nodes of each clip."
+    w = present.to(values.dtype).reshape(*present.shape, *([1] * (values.ndim - 2)))
+    return (values * w).sum(1) / w.sum(1).clamp(min=1)
+
 @patch
 def _task_representation(self: FusionModel,
                          query,     # [1, 1, D] learned task query
-                         context):  # [B, N, D] graph-mixed modality tokens
+                         context,   # [B, N, D] graph-mixed modality tokens
+                         present=None):  # [B, N] bool, at least one True per row (None: every node)
     "One task's representation [B, D] and its head-averaged attention over modalities [B, N] (None without cross-attention)."
-    if not self.config.use_cross_attention: return context.mean(dim=1), None
-    r, weights = self.cross_attn(query.expand(context.shape[0], -1, -1), context, context, need_weights=True)
+    if not self.config.use_cross_attention:
+        if present is None: return context.mean(dim=1), None
+        return _masked_mean(context, present), None
+    r, weights = self.cross_attn(query.expand(context.shape[0], -1, -1), context, context, need_weights=True,
+                                 key_padding_mask=None if present is None else ~present)
     return r[:, 0], weights[:, 0]
 
 # %% ../nbs/09_fusion.ipynb #245c69df
@@ -248,7 +280,8 @@ def forward(self: FusionModel,
             features: Mapping,            # modality -> [B, d_m] pooled stage-2 features ([emotion half | personality half])
             emotion_logits: Mapping,      # modality -> [B, 7] stage-2 emotion logits
             personality_scores: Mapping,  # modality -> [B, 5] stage-2 trait scores
-            return_attention: bool = False  # also return the attention maps and the active modality names
+            return_attention: bool = False,  # also return the attention maps and the active modality names
+            present: Mapping | None = None  # modality -> [B] bool: False leaves that clip's node out (None: all present)
            ) -> FusionOutput:
     "Fuse the active modalities' stage-2 outputs into 7 emotion logits and 5 trait scores."
     c, active, like = self.config, self.active_modalities, self.emo_head.weight
@@ -259,15 +292,22 @@ def forward(self: FusionModel,
         sizes = {what: {m: t.shape[0] for m, t in d.items()} for what, d in
                  (("features", x), ("emotion_logits", l), ("personality_scores", s))}
         raise ValueError(f"inputs disagree on the batch size: {sizes}")
+    mask, empty = _presence_mask(present, active, next(iter(x.values())).shape[0], like.device)
+    if mask is not None:  # an absent modality's inputs are never read: zeros in their place (NaN * 0 would still be NaN)
+        x, l, s = ({m: torch.where(mask[:, j, None], d[m], 0.0) for j, m in enumerate(active)} for d in (x, l, s))
 
     z = torch.stack([self.projectors[m](x[m]) for m in active], dim=1)          # [B, N, D]
-    context, graph_att = self.graph_attn(z) if c.use_graph_attention else (z, None)
-    r_e, att_e = self._task_representation(self.emo_query, context)            # [B, D], [B, N]
-    r_p, att_p = self._task_representation(self.pkl_query, context)
+    context, graph_att = self.graph_attn(z, mask) if c.use_graph_attention else (z, None)
+    r_e, att_e = self._task_representation(self.emo_query, context, mask)      # [B, D], [B, N]
+    r_p, att_p = self._task_representation(self.pkl_query, context, mask)
+    mean_over_nodes = (lambda t: t.mean(dim=1)) if mask is None else (lambda t: _masked_mean(t, mask))
     if c.use_emotion_predict_projector:
-        r_e = r_e + self.emo_logit_proj(torch.stack([l[m] for m in active]).mean(dim=0))
+        r_e = r_e + self.emo_logit_proj(mean_over_nodes(torch.stack([l[m] for m in active], dim=1)))
     if c.use_personality_predict_projector:
-        r_p = r_p + self.per_logit_proj(torch.stack([s[m] for m in active]).mean(dim=0))
+        r_p = r_p + self.per_logit_proj(mean_over_nodes(torch.stack([s[m] for m in active], dim=1)))
+    if empty is not None:  # a clip with none of the modalities: no evidence, the zero representation
+        r_e, r_p = (torch.where(empty[:, None], 0.0, r) for r in (r_e, r_p))
+        if graph_att is not None: graph_att = graph_att * mask[:, :, None]
 
     emo = self.emo_head(r_e)
     if c.use_emotion_guide_bank: emo = (emo + self.guide_bank_emo(r_e)) / 2

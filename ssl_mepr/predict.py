@@ -21,7 +21,7 @@ from .checkpoints import CheckpointError, infer_fusion_config
 from .training import load_checkpoint
 from .stages import read_run_params, run_sizes_and_switches, stage2_from_run
 from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file,
-                                 add_extract_arguments, run_extract, IMAGE_MODALITIES)
+                                 add_extract_arguments, run_extract, extraction_report, IMAGE_MODALITIES)
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
@@ -273,7 +273,7 @@ def main(argv=None  # arguments (default: sys.argv[1:])
     warnings.simplefilter("ignore", FutureWarning)
     try:
         if args.command == "predict": return run_predict(args)
-        print(run_extract(args).to_string(index=False)); return 0
+        print(extraction_report(run_extract(args), args.store)); return 0
     except _user_errors() as e: return _fail(args, f"ssl-mepr {args.command}", e, 2)
     except KeyboardInterrupt: print(f"ssl-mepr {args.command}: interrupted", file=sys.stderr); return 130
     except Exception as e: return _fail(args, f"ssl-mepr {args.command}", e, 1)

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 from .labels import EMOTIONS, TRAITS
 from .devices import DEFAULT_DEVICE, PRECISIONS, device_report, full_precision
-from .features import find_store, read_sequences, atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
+from .features import find_store, read_sequences, read_failures, stored_clip_ids, atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 from .metrics import emotion_metrics, personality_metrics, selection_scalars
 from .losses import EMOTION_LOSSES, UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
 from .unimodal import build_stage1, build_stage2, stage3_inputs, MODALITY_CONFIGS, CORRECTED, CrossDomainBase
@@ -24,13 +24,14 @@ from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS
 from .training import TensorData, TrainConfig, fit, load_best, FitResult, ProcessContext, process_context
 
 # %% auto #0
-__all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'DEMO_BACKBONE_DIMS', 'SUMMARY_COLUMNS', 'RUN_EXTRA_KEYS', 'NOT_RUN_IDENTITY',
-           'label_tensors', 'split_rows', 'sequence_split', 'concat_splits', 'prediction_metrics', 'predict_in_chunks',
-           'Stage1Task', 'Stage2Task', 'save_stage3_inputs', 'load_stage3_inputs', 'export_stage3_inputs',
-           'stage3_split', 'Stage3Task', 'narrow_overrides', 'run_stage1', 'load_stage1', 'stage2_from_run',
-           'run_stage2', 'build_stage3_model', 'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec',
-           'run_sizes_and_switches', 'demo_backbones', 'run_spec', 'run_stages', 'run_summary', 'read_params',
-           'run_params', 'write_run_params', 'read_run_params', 'cli_run_stage', 'RunParameterError',
+__all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'TRAIN_CLIPS', 'DEMO_BACKBONE_DIMS', 'SUMMARY_COLUMNS', 'COUNT_COLUMNS',
+           'RUN_EXTRA_KEYS', 'NOT_RUN_IDENTITY', 'label_tensors', 'split_rows', 'NoFeaturesError', 'sequence_split',
+           'concat_splits', 'prediction_metrics', 'predict_in_chunks', 'Stage1Task', 'Stage2Task', 'save_stage3_inputs',
+           'load_stage3_inputs', 'export_stage3_inputs', 'stage3_split', 'complete_clips', 'coverage_counts',
+           'Stage3Task', 'narrow_overrides', 'run_stage1', 'load_stage1', 'stage2_from_run', 'run_stage2',
+           'build_stage3_model', 'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec',
+           'run_sizes_and_switches', 'demo_backbones', 'run_spec', 'run_stages', 'run_summary', 'summary_percent',
+           'read_params', 'run_params', 'write_run_params', 'read_run_params', 'cli_run_stage', 'RunParameterError',
            'check_run_params', 'RunFolderError', 'run_folder', 'check_run_folder', 'parameters_given', 'open_run',
            'training_curves']
 
@@ -46,24 +47,47 @@ def split_rows(manifest: pd.DataFrame, corpus: str, split: str) -> pd.DataFrame:
     if rows.empty: raise ValueError(f"the manifest has no {corpus} clips in split {split!r}")
     return rows
 
+class NoFeaturesError(FileNotFoundError):
+    "No clip of a split has stored features of a modality (the message names the failures table and its reasons)."
+
+def _reasons(table: pd.DataFrame, n: int = 3) -> str:
+    "The commonest reasons of a failures table, with their counts."
+    counts = table.reason.value_counts()
+    return "; ".join(f"{r} ({k})" for r, k in counts.head(n).items()) + (f"; {len(counts) - n} other reasons" if len(counts) > n else "")
+
+def _no_features_message(store: Path, rows: pd.DataFrame, corpus: str, split: str, modality: str) -> str:
+    "Why a split has no usable clip of a modality, naming the failures table."
+    failed = read_failures(store); failed = failed[failed.clip_id.isin(rows.clip_id)]
+    where = ", ".join(str(p) for p in sorted(store.glob("failures*.csv"))) or f"{store}/failures.csv"
+    said = f"{where} lists {len(failed)}: {_reasons(failed)}" if len(failed) else "none was recorded as failed"
+    left = len(rows) - len(failed)
+    return (f"{corpus}/{split}/{modality}: none of the {len(rows)} clips has stored features; {said}"
+            + (f"; {left} were never extracted (run `ssl-mepr extract`)" if left and len(failed) else
+               " (run `ssl-mepr extract`)" if left else " (fix the inputs, then run `ssl-mepr extract` again: it retries failed clips)"))
+
 def sequence_split(features_root,  # the feature store's root
                    manifest: pd.DataFrame,  # clips and labels
                    corpus: str, split: str, modality: str,
                    config: dict | None = None,  # extractor configuration (None: the only one stored)
                    max_len: int | None = None  # crop sequences to this many steps
                   ) -> TensorData:
-    "One corpus/split/modality as padded sequences, lengths and labels."
+    "The clips of one corpus/split that have stored features of a modality, as padded sequences, lengths and labels."
     rows = split_rows(manifest, corpus, split)
-    seqs = read_sequences(find_store(features_root, corpus, split, modality, config), rows.clip_id.tolist())
-    x, lengths = seqs.padded(max_len)
-    return TensorData({"x": x, "lengths": lengths, **label_tensors(rows)})
+    store = find_store(features_root, corpus, split, modality, config)
+    have = rows[rows.clip_id.isin(stored_clip_ids(store))]
+    if have.empty: raise NoFeaturesError(_no_features_message(store, rows, corpus, split, modality))
+    x, lengths = read_sequences(store, have.clip_id.tolist()).padded(max_len)
+    return TensorData({"x": x, "lengths": lengths, **label_tensors(have)},
+                      {"clip_ids": have.clip_id.tolist(), "clips_in_split": len(rows), "clips_without_features": len(rows) - len(have)})
 
 def concat_splits(*parts: TensorData) -> TensorData:
     "Rows of several sequence splits in one `TensorData` (sequences zero-padded to the longest)."
     T = max(p.tensors["x"].shape[1] for p in parts)
     pad = lambda x: torch.nn.functional.pad(x, (0, 0, 0, T - x.shape[1]))
+    info = {"clip_ids": [c for p in parts for c in p.info.get("clip_ids", [])],
+            **{k: sum(p.info.get(k, 0) for p in parts) for k in ("clips_in_split", "clips_without_features")}}
     return TensorData({"x": torch.cat([pad(p.tensors["x"]) for p in parts]),
-                       **{k: torch.cat([p.tensors[k] for p in parts]) for k in ("lengths", "emotion", "personality")}})
+                       **{k: torch.cat([p.tensors[k] for p in parts]) for k in ("lengths", "emotion", "personality")}}, info)
 
 # %% ../nbs/11a_stages.ipynb #d48a21b8
 def prediction_metrics(emotion_logits: torch.Tensor | None,  # [N,7] or None
@@ -72,11 +96,13 @@ def prediction_metrics(emotion_logits: torch.Tensor | None,  # [N,7] or None
                       ) -> dict:
     "Emotion metrics on emotion-labelled rows, trait metrics on trait-labelled rows, and the selection scalars."
     emo = pkl = None
+    counts = {}
     if emotion_logits is not None and valid_rows(data.tensors["emotion"]).any():
-        emo = emotion_metrics(emotion_logits, data.tensors["emotion"])
+        emo = emotion_metrics(emotion_logits, data.tensors["emotion"]); counts["clips_emotion"] = int(valid_rows(data.tensors["emotion"]).sum())
     if personality_scores is not None and valid_rows(data.tensors["personality"]).any():
-        pkl = personality_metrics(personality_scores, data.tensors["personality"])
-    return {**(emo or {}), **(pkl or {}), **selection_scalars(emotion=emo, personality=pkl)}
+        pkl = personality_metrics(personality_scores, data.tensors["personality"]); counts["clips_personality"] = int(valid_rows(data.tensors["personality"]).sum())
+    if "clips_without_features" in data.info: counts["clips_without_features"] = data.info["clips_without_features"]
+    return {**(emo or {}), **(pkl or {}), **selection_scalars(emotion=emo, personality=pkl), **counts}
 
 # %% ../nbs/11a_stages.ipynb #d69be013
 @torch.no_grad()
@@ -169,7 +195,7 @@ def export_stage3_inputs(model, features_root, manifest, modality: str, out_dir,
     for (corpus, split), rows in manifest.groupby(["corpus", "split"], sort=True):
         data = sequence_split(features_root, manifest, corpus, split, modality, config, max_len)
         outputs = stage3_inputs(model, data.tensors["x"], data.tensors["lengths"])
-        written.append(save_stage3_inputs(Path(out_dir) / f"{corpus}-{split}.safetensors", rows.clip_id, outputs))
+        written.append(save_stage3_inputs(Path(out_dir) / f"{corpus}-{split}.safetensors", data.info["clip_ids"], outputs))
     return written
 
 # %% ../nbs/11a_stages.ipynb #a3cbb631
@@ -178,23 +204,37 @@ def stage3_split(inputs_root,  # folder holding <modality>/<inputs_subdir>/<corp
                  modalities=("body", "face", "scene", "audio", "text"),
                  corpora=("mosei", "fiv2"),
                  inputs_subdir: str = "") -> TensorData:
-    "The stage-3 tensors of one split (both corpora), aligned with the manifest's clip order."
-    parts = []
+    "The stage-3 tensors of every clip of one split (both corpora), in the manifest's order; `present` marks who has which modality."
+    parts, ids_all = [], []
     for corpus in corpora:
         rows = split_rows(manifest, corpus, split)
-        per_mod = {}
+        per_mod, present = {}, {}
         for m in modalities:
             ids, t = load_stage3_inputs(Path(inputs_root) / m / inputs_subdir / f"{corpus}-{split}.safetensors")
             pos = {c: i for i, c in enumerate(ids)}
-            missing = [c for c in rows.clip_id if c not in pos]
-            if missing: raise KeyError(f"{inputs_root}/{m}: no stage-3 inputs for {len(missing)} clips, e.g. {missing[0]!r}")
-            per_mod[m] = {k: v[[pos[c] for c in rows.clip_id]] for k, v in t.items()}
+            present[m] = torch.tensor([c in pos for c in rows.clip_id], dtype=torch.bool)
+            index = torch.tensor([pos.get(c, 0) for c in rows.clip_id], dtype=torch.long)
+            per_mod[m] = {k: (torch.where(present[m][:, None], v[index], 0.0) if len(v) else v.new_zeros(len(rows), v.shape[1]))
+                          for k, v in t.items()}  # zeros stand where a clip lacks the modality; the model never reads them
         parts.append({"features": {m: per_mod[m]["features"] for m in modalities},
                       "emotion_logits": {m: per_mod[m]["emotion_logits"] for m in modalities},
                       "personality_scores": {m: per_mod[m]["personality_scores"] for m in modalities},
-                      **label_tensors(rows)})
+                      "present": present, **label_tensors(rows)})
+        ids_all += rows.clip_id.tolist()
     cat = lambda xs: {k: cat([x[k] for x in xs]) for k in xs[0]} if isinstance(xs[0], dict) else torch.cat(xs)
-    return TensorData(cat(parts))
+    return TensorData(cat(parts), {"clip_ids": ids_all})
+
+def complete_clips(data: TensorData) -> TensorData:
+    "The rows of a stage-3 split that have every modality (the authors' collate drops the others)."
+    keep = torch.stack(list(data.tensors["present"].values()), 1).all(1)
+    ids = [c for c, k in zip(data.info.get("clip_ids", []), keep.tolist()) if k]
+    return TensorData(data.take(torch.nonzero(keep)[:, 0]), {"clip_ids": ids, "clips_left_out": int((~keep).sum())})
+
+def coverage_counts(data: TensorData) -> dict:
+    "How many clips of a stage-3 split have each modality, and how many have none."
+    present = data.tensors["present"]
+    counts = {f"clips_with_{m}": int(p.sum()) for m, p in present.items()}
+    return {**counts, "clips_without_any_modality": int((~torch.stack(list(present.values()), 1).any(1)).sum())}
 
 # %% ../nbs/11a_stages.ipynb #d1e7af83
 class Stage3Task:
@@ -207,7 +247,7 @@ class Stage3Task:
     def loss(self, model, batch):
         if self.gradnorm is not None and getattr(self, "_watched", None) is not model:
             self.gradnorm.watch(model); self._watched = model  # record linear layers (Gram-matrix norms) from the first forward on
-        out = model(batch["features"], batch["emotion_logits"], batch["personality_scores"])
+        out = model(batch["features"], batch["emotion_logits"], batch["personality_scores"], present=batch.get("present"))
         terms = self.loss_fn(out.emotion_logits, out.personality_scores, batch["emotion"], batch["personality"])
         logs = {k: v.item() for k, v in terms.items()}
         if self.gradnorm is None:
@@ -218,12 +258,13 @@ class Stage3Task:
 
     def predict(self, model, data):
         def forward(b):
-            out = model(b["features"], b["emotion_logits"], b["personality_scores"])
+            out = model(b["features"], b["emotion_logits"], b["personality_scores"], present=b.get("present"))
             return {"emotion_logits": out.emotion_logits, "personality_scores": out.personality_scores}
         return predict_in_chunks(forward, data)
 
     def metrics(self, predictions, data):
-        return prediction_metrics(predictions["emotion_logits"], predictions["personality_scores"], data)
+        scores = prediction_metrics(predictions["emotion_logits"], predictions["personality_scores"], data)
+        return {**scores, **(coverage_counts(data) if "present" in data.tensors else {})}
 
     def sync(self, ctx: ProcessContext):
         "Keep GradNorm's wallets identical on every rank (the mean of the ranks' updates)."
@@ -322,16 +363,24 @@ def build_stage3_model(data: TensorData,  # a stage-3 split (its feature widths 
     return FusionModel(FusionConfig(input_dims=dims, **fusion), seed=seed)
 
 # %% ../nbs/11a_stages.ipynb #c77664fe
+TRAIN_CLIPS = ("all", "complete")
+
 def run_stage3(run_dir, manifest: pd.DataFrame, modalities=("body", "face", "scene", "audio", "text"),
                train_cfg: TrainConfig | None = None,
                fusion: dict | None = None,  # FusionConfig fields (hidden_dim, switches, disabled_modalities, ...)
                loss: dict | None = None,  # MultiTaskLoss arguments (emotion="ce_soft", semi_supervised=False, ...)
                gradnorm: dict | None | str = "released",  # TwoWalletGradNorm arguments; None: unweighted sum
-               name: str = "stage3", ctx: ProcessContext | None = None) -> FitResult:
+               name: str = "stage3", ctx: ProcessContext | None = None,
+               train_clips: str = "all"  # "all": clips missing a modality train too (masked); "complete": the authors' (they are left out)
+              ) -> FitResult:
     "Train the fusion model on the stage-3 inputs of a run (modalities not listed are disabled)."
+    if train_clips not in TRAIN_CLIPS: raise ValueError(f"train_clips must be one of {TRAIN_CLIPS}; got {train_clips!r}")
     cfg = train_cfg or TrainConfig()
     inputs = Path(run_dir) / "stage2"
     data = {s: stage3_split_from_run(inputs, manifest, s, modalities) for s in ("train", "dev", "test")}
+    if train_clips == "complete":
+        data["train"] = complete_clips(data["train"])
+        if not len(data["train"]): raise ValueError(f"{run_dir}: train_clips='complete' leaves no training clip (every one lacks a modality)")
     model = build_stage3_model(data["train"], modalities, fusion, seed=cfg.seed)
     gn = TwoWalletGradNorm() if gradnorm == "released" else (None if gradnorm is None else TwoWalletGradNorm(**gradnorm))
     task = Stage3Task(MultiTaskLoss(**(loss or {})), gn)
@@ -366,6 +415,7 @@ class RunSpec:
     train: dict  # stage name -> TrainConfig
     stage3_loss: dict = dataclasses.field(default_factory=dict)  # MultiTaskLoss arguments
     compare_supervised: bool = False  # also train stage 3 without the pseudo-label terms (into stage3-supervised/)
+    stage3_train_clips: str = "all"  # "all" (masked) or "complete" (the authors': training clips missing a modality left out)
 
 def run_sizes_and_switches(model_width: int | None, max_layers: int, corrected: bool) -> tuple:
     "A run's model sizes ({modality: narrow_overrides}, None: released sizes) and switches (CORRECTED or none)."
@@ -393,7 +443,7 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
              stage1_epochs: int = 12, stage2_epochs: int = 8, stage3_epochs: int = 40, patience: int = 10,
              lr_unimodal: float = 1e-3, lr_fusion: float = 1e-3, stage3_emotion_loss: str = "ce_argmax",
              semi_supervised: bool = True, compare_supervised: bool = False, precision: str = "fp32",
-             progress: bool = True) -> RunSpec:
+             stage3_train_clips: str = "all", progress: bool = True) -> RunSpec:
     "Resolve a run's parameters: corpus (demo built when needed), sizes, switches and per-stage TrainConfigs."
     from ssl_mepr.demo import make_demo_corpus
     from ssl_mepr.corpora import read_manifest
@@ -412,7 +462,7 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
     return RunSpec(run_dir, root / "features", manifest, tuple(modalities), sizes, switches,
                    "same_clip" if corrected else pairing,
                    {"stage1": cfg(stage1_epochs, lr_unimodal), "stage2": cfg(stage2_epochs, lr_unimodal), "stage3": cfg(stage3_epochs, lr_fusion)},
-                   {"emotion": stage3_emotion_loss, "semi_supervised": semi_supervised}, compare_supervised)
+                   {"emotion": stage3_emotion_loss, "semi_supervised": semi_supervised}, compare_supervised, stage3_train_clips)
 
 # %% ../nbs/11a_stages.ipynb #cf21dd0e
 def run_stages(spec: RunSpec, upto: int,
@@ -429,14 +479,21 @@ def run_stages(spec: RunSpec, upto: int,
         if stage == 1: out[1] = run_stage1(spec.run_dir, spec.features_root, spec.manifest, spec.modalities, spec.train["stage1"], spec.sizes, spec.switches, here)
         if stage == 2: out[2] = run_stage2(spec.run_dir, spec.features_root, spec.manifest, spec.modalities, spec.train["stage2"], spec.sizes, spec.switches, spec.pairing, here)
         if stage == 3:
-            out[3] = run_stage3(spec.run_dir, spec.manifest, spec.modalities, spec.train["stage3"], loss=spec.stage3_loss, ctx=here)
+            out[3] = run_stage3(spec.run_dir, spec.manifest, spec.modalities, spec.train["stage3"], loss=spec.stage3_loss, ctx=here,
+                                train_clips=spec.stage3_train_clips)
             if spec.compare_supervised and spec.stage3_loss.get("semi_supervised", True):  # the pseudo-label ablation
                 out["3-supervised"] = run_stage3(spec.run_dir, spec.manifest, spec.modalities, spec.train["stage3"],
-                                                 loss={**spec.stage3_loss, "semi_supervised": False}, name="stage3-supervised", ctx=here)
+                                                 loss={**spec.stage3_loss, "semi_supervised": False}, name="stage3-supervised", ctx=here,
+                                                 train_clips=spec.stage3_train_clips)
     return out
 
 # %% ../nbs/11a_stages.ipynb #3190e381
 SUMMARY_COLUMNS = ["mWACC", "mF1", "mACC", "CCC_pooled", "mCCC", "mean_combo"]
+COUNT_COLUMNS = ["clips_scored", "clips_in_split"]  # on how many clips of the split (both corpora) a row's numbers rest
+
+def _scored(metrics: dict) -> int:
+    "Clips scored by one model on one split (emotion-labelled plus trait-labelled; 0 when a run predates the counts)."
+    return int(metrics.get("clips_emotion", 0)) + int(metrics.get("clips_personality", 0))
 
 def _read_metrics(folder) -> dict | None:
     p = Path(folder) / "metrics.json"
@@ -449,20 +506,32 @@ def run_summary(run_dir, manifest: pd.DataFrame, splits=("dev", "test")) -> pd.D
     for m in MODALITY_CONFIGS:
         e, p = _read_metrics(run_dir / "stage1" / m / "emotion"), _read_metrics(run_dir / "stage1" / m / "personality")
         if e and p:
-            for s in splits: rows.append({"model": f"stage 1 · {m}", "split": s, **e[s], **p[s], **selection_scalars(e[s], p[s])})
+            for s in splits: rows.append({"model": f"stage 1 · {m}", "split": s, **e[s], **p[s], **selection_scalars(e[s], p[s]),
+                                          "clips_scored": _scored(e[s]) + _scored(p[s])})
         two = _read_metrics(run_dir / "stage2" / m)
-        if two: rows += [{"model": f"stage 2 · {m}", "split": s, **two[s]} for s in splits]
+        if two: rows += [{"model": f"stage 2 · {m}", "split": s, **two[s], "clips_scored": _scored(two[s])} for s in splits]
     for folder in sorted(run_dir.glob("stage3*")):  # stage3, and variants such as stage3-supervised
         three = _read_metrics(folder)
         label = "stage 3 · fusion" + (f" ({folder.name[len('stage3-'):]})" if folder.name != "stage3" else "")
-        if three: rows += [{"model": label, "split": s, **three[s]} for s in splits]
+        if three: rows += [{"model": label, "split": s, **three[s], "clips_scored": _scored(three[s])} for s in splits]
     train = lambda corpus, cols: split_rows(manifest, corpus, "train")[list(cols)].to_numpy()
+    in_split = {s: len(split_rows(manifest, "mosei", s)) + len(split_rows(manifest, "fiv2", s)) for s in splits}
     for s in splits:
         base = baseline_metrics(train("mosei", EMOTIONS), split_rows(manifest, "mosei", s)[list(EMOTIONS)].to_numpy(),
                                 train("fiv2", TRAITS), split_rows(manifest, "fiv2", s)[list(TRAITS)].to_numpy())
-        rows += [{"model": f"baseline · {k}", "split": s, **v} for k, v in base.items()]
-    table = pd.DataFrame(rows).set_index(["model", "split"])
-    return table.reindex(columns=SUMMARY_COLUMNS).astype(float)
+        rows += [{"model": f"baseline · {k}", "split": s, **v, "clips_scored": in_split[s]} for k, v in base.items()]
+    table = pd.DataFrame(rows)
+    table["clips_in_split"] = table.split.map(in_split)
+    table = table.set_index(["model", "split"])
+    return table.reindex(columns=SUMMARY_COLUMNS + COUNT_COLUMNS).astype({**{c: float for c in SUMMARY_COLUMNS}, **{c: "Int64" for c in COUNT_COLUMNS}})
+
+def summary_percent(table: pd.DataFrame,  # from `run_summary`
+                    digits: int = 2  # decimals of the percentages
+                   ) -> pd.DataFrame:  # the metrics in percent, the clip counts as they are
+    "A summary table for reading: metrics as percentages, the counts untouched."
+    out = table.copy()
+    out[SUMMARY_COLUMNS] = (out[SUMMARY_COLUMNS] * 100).round(digits)
+    return out
 
 # %% ../nbs/11a_stages.ipynb #90152400
 def read_params(path) -> dict:
@@ -522,7 +591,7 @@ def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
     run_stages(spec, stage, ctx)
     if ctx.is_main:
         with pd.option_context("display.width", 200, "display.max_rows", 100):
-            print(run_summary(spec.run_dir, spec.manifest).mul(100).round(2).to_string())
+            print(summary_percent(run_summary(spec.run_dir, spec.manifest)).to_string())
     if ctx.distributed: dist.destroy_process_group()
 
 # %% ../nbs/11a_stages.ipynb #46f1fba8
@@ -533,7 +602,8 @@ RUN_EXTRA_KEYS = ("device", "progress")  # accepted beside run_spec's arguments;
 _POSITIVE_INTS = ("stage1_epochs", "stage2_epochs", "stage3_epochs", "patience", "batch_size", "max_layers")
 _POSITIVE_FLOATS = ("lr_unimodal", "lr_fusion")
 _FLAGS = ("corrected", "semi_supervised", "compare_supervised", "progress")
-_RUN_CHOICES = {"demo_size": ("demo", "tiny"), "pairing": PAIRINGS, "stage3_emotion_loss": EMOTION_LOSSES, "precision": PRECISIONS}
+_RUN_CHOICES = {"demo_size": ("demo", "tiny"), "pairing": PAIRINGS, "stage3_emotion_loss": EMOTION_LOSSES, "precision": PRECISIONS,
+                "stage3_train_clips": TRAIN_CLIPS}
 
 def _run_value_problem(name: str, value) -> str | None:
     "What is wrong with one run parameter's value (None when it is fine)."

@@ -36,6 +36,7 @@ def _leaves(tree):
 class TensorData:
     "A split in memory: a nested dict of tensors whose first dimension is the clip."
     tensors: dict
+    info: dict = field(default_factory=dict)  # what the tensors leave out: clip ids, clips of the split without features
 
     def __post_init__(self):
         sizes = {len(t) for t in _leaves(self.tensors)}
@@ -50,7 +51,7 @@ class TensorData:
     def to(self, device) -> "TensorData":
         "Every tensor on `device` (pinned, non-blocking copies to a GPU)."
         device = torch.device(device)
-        return TensorData(_map(self.tensors, lambda t: to_device(t, device)))
+        return TensorData(_map(self.tensors, lambda t: to_device(t, device)), self.info)
 
 # %% ../nbs/11_training.ipynb #e6466e1b
 def batch_indices(n: int,  # rows in the split
@@ -327,7 +328,7 @@ def fit(model: nn.Module,  # the model (on the right device already or moved her
     bar.close()
     if stop_after_epochs is not None and state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
         return FitResult(state["best_epoch"], {}, history_frame(state["history"]), run_dir)
-    if ctx.is_main: _write_result(run_dir, cfg, task, state)
+    if ctx.is_main: _write_result(run_dir, cfg, task, state, train)
     if ctx.distributed: dist.barrier()
     return load_result(run_dir)
 
@@ -354,13 +355,15 @@ def _resume(path, model, optimizer, scheduler, task, batch_gen) -> dict:
     state = dict(ck["state"]); state["history"] = json.loads(state["history"])
     return state
 
-def _write_result(run_dir, cfg, task, state) -> None:
+def _write_result(run_dir, cfg, task, state, train: TensorData | None = None) -> None:
     "metrics.csv again (a run killed after its last epoch's last.pt lacks that row), then metrics.json: the selection rule, the chosen epoch and every split's metrics there."
     atomic_write_text(run_dir / "metrics.csv", history_frame(state["history"]).to_csv(index=False))
     best = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     result = {"selection_split": cfg.selection_split, "selection_metric": task.selection_metric,
               "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
-              "stopped_early": state["epoch"] < cfg.max_epochs, **best["metrics"]}
+              "stopped_early": state["epoch"] < cfg.max_epochs,
+              **({"train_clips": len(train), **{f"train_{k}": v for k, v in train.info.items() if isinstance(v, int)}} if train is not None else {}),
+              **best["metrics"]}
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=1))
 
 def load_result(run_dir) -> FitResult:
