@@ -17,8 +17,8 @@ __all__ = ['LABEL_COLUMNS', 'MANIFEST_COLUMNS', 'SPLITS', 'CORPORA', 'LABELS_OF'
            'VIDEO_EXTENSIONS', 'AUDIO_EXTENSIONS', 'CMU_RANGES', 'TRANSCRIPT_START_TOLERANCE', 'CorpusError',
            'normalize_split', 'normalize_corpus', 'validate_manifest', 'find_media', 'attach_media', 'missing_media',
            'read_authors_csv', 'read_csd_labels', 'write_mosei_csd', 'read_folds', 'read_mosei_transcripts',
-           'read_mosei_csd', 'RefusedGlobal', 'RestrictedUnpickler', 'load_data_pickle', 'read_fiv2', 'write_manifest',
-           'read_manifest']
+           'match_segments', 'unmatched_clip_id', 'read_mosei_csd', 'RefusedGlobal', 'RestrictedUnpickler',
+           'load_data_pickle', 'read_fiv2', 'write_manifest', 'read_manifest']
 
 # %% ../nbs/01_corpora.ipynb #6aded69e
 LABEL_COLUMNS = (*EMOTIONS, *TRAITS)
@@ -182,7 +182,7 @@ def attach_media(manifest: pd.DataFrame,  # a manifest
     out = manifest.copy()
     out["video_path"] = _paths([media["video"].get(c) for c in out["clip_id"]], out.index)
     out["audio_path"] = _paths([media["audio"].get(c) for c in out["clip_id"]], out.index)
-    lacking = int((out["video_path"].isna() | out["audio_path"].isna()).sum())
+    lacking = len(missing_media(out))
     if lacking:
         warnings.warn(f"{source}: {lacking} of {len(out)} clips have no video or no audio file under {media_root}; "
                       "they are kept with empty paths (see corpora.missing_media)", stacklevel=2)
@@ -190,8 +190,9 @@ def attach_media(manifest: pd.DataFrame,  # a manifest
 
 def missing_media(manifest: pd.DataFrame  # a manifest
                  ) -> pd.DataFrame:  # clip_id, corpus, split, missing ("video", "audio" or "video, audio")
-    "The clips whose video or audio file is not known, and which of the two is missing."
-    video, audio = manifest["video_path"].isna(), manifest["audio_path"].isna()
+    "The clips whose video or audio is not known, and which of the two is missing (a video file's own sound track counts as audio)."
+    video = manifest["video_path"].isna()
+    audio = manifest["audio_path"].isna() & video  # FIv2 keeps the sound inside the mp4; MOSEI also ships .wav files
     lacking = video | audio
     out = manifest.loc[lacking, ["clip_id", "corpus", "split"]].reset_index(drop=True)
     what = np.where(video & audio, "video, audio", np.where(video, "video", "audio"))
@@ -347,27 +348,34 @@ def read_mosei_transcripts(folder  # a folder of MOSEI transcript .txt files (se
                 raise CorpusError(f"{path}: line {n}: expected video_id___k___start___end___text with numeric k, start, end") from None
     return pd.DataFrame(rows, columns=["video_id", "segment", "start", "end", "text"])
 
-def _match_transcripts(video_ids, segments, starts, transcripts: pd.DataFrame) -> list:
-    "Each segment's text: nearest start time in the same video, else the same segment number, else ''."
+def match_segments(video_ids,  # each label row's video id
+                   starts, ends,  # each label row's segment start and end (seconds)
+                   transcripts: pd.DataFrame  # from `read_mosei_transcripts`
+                  ) -> pd.DataFrame:  # per label row: segment (the transcript's k, or -1), text ("" when unmatched)
+    "Each label row's transcript line: same video, start and end within the tolerance, each line used once."
     lines_of = {}
-    for vid, seg, start, text in transcripts[["video_id", "segment", "start", "text"]].itertuples(index=False):
-        lines_of.setdefault(vid, []).append((seg, start, text))
-    texts = []
-    for vid, k, start in zip(video_ids, segments, starts):
-        lines, text = lines_of.get(vid, []), ""
-        if lines:
-            gap, i = min((abs(s - start), i) for i, (_, s, _) in enumerate(lines))
-            text = lines[i][2] if gap <= TRANSCRIPT_START_TOLERANCE else next((t for seg, _, t in lines if seg == k), "")
-        texts.append(text)
-    return texts
+    for vid, seg, start, end, text in transcripts[["video_id", "segment", "start", "end", "text"]].itertuples(index=False):
+        lines_of.setdefault(vid, []).append((seg, start, end, text))
+    used, out = set(), []
+    for vid, start, end in zip(video_ids, starts, ends):
+        gaps = [(max(abs(s - start), abs(e - end)), i) for i, (_, s, e, _) in enumerate(lines_of.get(vid, [])) if (vid, i) not in used]
+        gap, i = min(gaps, default=(np.inf, -1))
+        if gap <= TRANSCRIPT_START_TOLERANCE:
+            used.add((vid, i)); seg, _, _, text = lines_of[vid][i]; out.append((int(seg), text))
+        else: out.append((-1, ""))
+    return pd.DataFrame(out, columns=["segment", "text"])
+
+def unmatched_clip_id(video_id: str, start: float, end: float) -> str:
+    "The id of a labelled segment that no transcript line (hence no media file) matches."
+    return f"{video_id}@{start:.2f}-{end:.2f}"
 
 # %% ../nbs/01_corpora.ipynb #845b6c16
 def read_mosei_csd(labels_csd,  # CMU SDK label file (HDF5), e.g. CMU_MOSEI_Labels.csd
                    folds,  # {split: [video ids]}, or a JSON file of that shape, or a CSV with video_id, split
                    media_root=None,  # folder searched for each clip's video and audio; None leaves the paths empty
                    *, transcripts=None  # folder of MOSEI transcript .txt files; None leaves the text empty
-                  ) -> pd.DataFrame:  # a manifest with all splits, plus sentiment, start, end
-    "A MOSEI manifest from the official label CSD and a fold list: one clip per labelled segment."
+                  ) -> pd.DataFrame:  # a manifest with all splits, plus sentiment, start, end, segment (-1: unmatched)
+    "A MOSEI manifest from the official label CSD and a fold list: one clip per labelled segment, matched to its files by time."
     source = str(labels_csd)
     split_of, folds_source = _folds(folds)
     videos = read_csd_labels(labels_csd)
@@ -375,23 +383,30 @@ def read_mosei_csd(labels_csd,  # CMU SDK label file (HDF5), e.g. CMU_MOSEI_Labe
     if absent: warnings.warn(f"{folds_source}: {len(absent)} fold video id(s) are not in {source}, e.g. {_few(absent)}", stacklevel=2)
     unassigned = [v for v in videos if v not in split_of]
     if unassigned: warnings.warn(f"{source}: {len(unassigned)} video(s) are in no fold and are left out, e.g. {_few(unassigned)}", stacklevel=2)
-    vids, ks, splits, rows, spans = [], [], [], [], []
+    if media_root is not None and transcripts is None:
+        raise CorpusError(f"{source}: MOSEI's segment files are numbered as in the transcripts; pass transcripts= (the "
+                          "Transcript/Segmented/Combined folder) so that each labelled segment gets its own media files")
+    vids, splits, rows, spans = [], [], [], []
     for split in SPLITS:
         for vid in sorted(v for v, s in split_of.items() if s == split and v in videos):
             features, intervals = videos[vid]
             order = np.argsort(intervals[:, 0], kind="stable")
-            vids += [vid] * len(order); ks += list(range(len(order))); splits += [split] * len(order)
+            vids += [vid] * len(order); splits += [split] * len(order)
             rows.append(features[order]); spans.append(intervals[order])
     rows, spans = (np.concatenate(rows) if rows else np.zeros((0, 7))), (np.concatenate(spans) if spans else np.zeros((0, 2)))
     targets = soft_emotion_targets(cmu_rows_to_intensities(rows))
-    text = [""] * len(vids)
-    if transcripts is not None:
-        text = _match_transcripts(vids, ks, spans[:, 0], read_mosei_transcripts(transcripts))
-        empty = sum(t == "" for t in text)
-        if empty: warnings.warn(f"{transcripts}: no transcript for {empty} of {len(text)} clips; their text is empty", stacklevel=2)
-    manifest = _build_manifest([f"{v}_{k}" for v, k in zip(vids, ks)], "mosei", splits, text,
+    if transcripts is None: matched = pd.DataFrame({"segment": -1, "text": [""] * len(vids)})
+    else: matched = match_segments(vids, spans[:, 0], spans[:, 1], read_mosei_transcripts(transcripts))
+    ids = [f"{v}_{k}" if k >= 0 else unmatched_clip_id(v, s, e) for v, k, (s, e) in zip(vids, matched.segment, spans)]
+    lost = [c for c, k in zip(ids, matched.segment) if k < 0]
+    if transcripts is not None and lost:
+        warnings.warn(f"{transcripts}: {len(lost)} of {len(ids)} labelled segments match no transcript line (start and end within "
+                      f"{TRANSCRIPT_START_TOLERANCE} s), so no media file either; they are kept without media or text, e.g. {_few(lost)}", stacklevel=2)
+    empty = sum(t == "" for t, k in zip(matched.text, matched.segment) if k >= 0)
+    if empty: warnings.warn(f"{transcripts}: {empty} matched segments have an empty transcript line", stacklevel=2)
+    manifest = _build_manifest(ids, "mosei", splits, matched.text.tolist(),
                                {e: targets[:, i] for i, e in enumerate(EMOTIONS)},
-                               {"sentiment": rows[:, 0], "start": spans[:, 0], "end": spans[:, 1]})
+                               {"sentiment": rows[:, 0], "start": spans[:, 0], "end": spans[:, 1], "segment": matched.segment.to_numpy()})
     validate_manifest(manifest, source)
     return manifest if media_root is None else attach_media(manifest, media_root, source)
 

@@ -219,6 +219,10 @@ def command_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the models run: {DEVICE_CHOICES}"); p.add_argument("--bf16", action="store_true")
     p.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    from ssl_mepr.prepare import add_prepare_arguments
+    r = sub.add_parser("prepare", help="the official MOSEI and FIv2 files (or the authors' CSVs) to a corpus folder; then run extract")
+    add_prepare_arguments(r)
+    r.add_argument("--debug", action="store_true", help="show tracebacks")
     e = sub.add_parser("extract", help="fill the feature store from a corpus manifest (split across processes under torchrun)")
     add_extract_arguments(e)
     e.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -273,6 +277,9 @@ def main(argv=None  # arguments (default: sys.argv[1:])
     warnings.simplefilter("ignore", FutureWarning)
     try:
         if args.command == "predict": return run_predict(args)
+        if args.command == "prepare":
+            from ssl_mepr.prepare import run_prepare
+            print(run_prepare(args)); return 0
         print(extraction_report(run_extract(args), args.store)); return 0
     except _user_errors() as e: return _fail(args, f"ssl-mepr {args.command}", e, 2)
     except KeyboardInterrupt: print(f"ssl-mepr {args.command}: interrupted", file=sys.stderr); return 130

@@ -49,7 +49,7 @@ def test_readers_accept_good_files(tmp_path):
     assert mosei["text"].tolist() == ["hello", ""]
     assert fiv2_csv["clip_id"].tolist() == ["aaa.001", "bbb.002"] and set(fiv2_csv["split"]) == {"dev"}
     assert fiv2_pkl[list(TRAITS)].to_numpy().tolist() == [[0.25] * 5, [0.75] * 5]
-    assert csd["clip_id"].tolist() == ["vid1_0", "vid1_1", "vid2_0"]
+    assert csd["clip_id"].tolist() == ["vid1@0.00-2.00", "vid1@2.00-4.00", "vid2@0.00-3.00"]  # no transcripts: no segment numbers
     assert csd[list(EMOTIONS)].to_numpy().tolist() == [[0, 0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0]]
 
 
@@ -197,7 +197,7 @@ def test_fold_ids_absent_and_videos_without_fold_are_reported(tmp_path):
     messages = [str(w.message) for w in record]
     assert any("2 fold video id(s) are not in" in m and "'ghost1', 'ghost2'" in m for m in messages)
     assert any("1 video(s) are in no fold and are left out, e.g. 'vid2'" in m for m in messages)
-    assert table["clip_id"].tolist() == ["vid1_0", "vid1_1"]
+    assert table["clip_id"].tolist() == ["vid1@0.00-2.00", "vid1@2.00-4.00"]
 
 
 # --- media discovery ---------------------------------------------------------------------------------------------------------
@@ -211,16 +211,18 @@ def test_media_in_nested_folders_with_spaces_and_quotes(tmp_path):
     (root / "audio" / "deep" / "er" / "aaa.001.wav").write_bytes(b"")
     (root / "bbb.002.webm").write_bytes(b"")
     path = csv(tmp_path / "dev_full.csv", FIV2_HEADER, FIV2_ROWS)
-    with pytest.warns(UserWarning, match="1 of 2 clips have no video or no audio"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bbb.002's sound is inside its video: nothing is missing
         table = read_authors_csv(path, "fiv2", "dev", media_root=root)
     assert table["video_path"].tolist() == [str(weird / "aaa.001.mp4"), str(root / "bbb.002.webm")]
     assert table["audio_path"].tolist() == [str(root / "audio" / "deep" / "er" / "aaa.001.wav"), None]
     assert os.path.exists(table["video_path"][0])
-    assert missing_media(table).to_dict("records") == [{"clip_id": "bbb.002", "corpus": "fiv2", "split": "dev", "missing": "audio"}]
-    (root / "audio" / "bbb.002.flac").write_bytes(b"")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert missing_media(read_authors_csv(path, "fiv2", "dev", media_root=root)).empty
+    assert missing_media(table).empty
+    (root / "bbb.002.webm").unlink()
+    with pytest.warns(UserWarning, match="1 of 2 clips have no video or no audio"):
+        assert missing_media(read_authors_csv(path, "fiv2", "dev", media_root=root)).to_dict("records") == [
+            {"clip_id": "bbb.002", "corpus": "fiv2", "split": "dev", "missing": "video, audio"}]
+    (root / "bbb.002.webm").write_bytes(b"")
     # the manifest keeps those paths through a file
     back = read_manifest(write_manifest(table, tmp_path / "out dir" / "manifest.csv"))
     pd.testing.assert_frame_equal(back, table)
