@@ -195,7 +195,13 @@ def _clip_text(value) -> str | None:
 def _extract_row(row, backbones, settings, pending, detectors, base_dir):
     "extract_clip for one manifest row; ({modality: sequence}, {modality: reason})."
     video, audio = _clip_path(row.video_path, base_dir), _clip_path(getattr(row, "audio_path", None), base_dir)
-    if video is None and audio is None: return {}, {m: "no media file (video_path and audio_path are empty)" for m in pending}
+    if video is None and audio is None:  # the transcript alone still gives the text
+        problems = {m: "no media file (video_path and audio_path are empty)" for m in pending if m != "text"}
+        text = _clip_text(getattr(row, "text", None))
+        if "text" not in pending: return {}, problems
+        if not (text or "").strip(): return {}, {**problems, "text": "no media file and no transcript"}
+        found = extract_clip(None, backbones, settings, text, None, ["text"], detectors)
+        return found.sequences, {**problems, **found.problems}
     try: found = extract_clip(video, backbones, settings, _clip_text(getattr(row, "text", None)), audio, pending, detectors)
     except MediaError as e: return {}, {m: str(e) for m in pending}
     return found.sequences, {m: r for m, r in found.problems.items() if m in pending}
@@ -290,7 +296,7 @@ def backbones_file(path) -> Path:
     "The backbones JSON named by `path`: the file itself, or `backbones.json` inside a run folder."
     p = Path(path)
     if p.is_dir(): p = p / "backbones.json"
-    if not p.is_file(): raise FileNotFoundError(f"{p}: no backbones file (write one, or run `make demo` for runs/demo)")
+    if not p.is_file(): raise FileNotFoundError(f"{p}: no backbones file (pass --backbones with the file the features were extracted with; `make demo` writes one for runs/demo)")
     return p
 
 def read_backbones_file(path) -> tuple[dict, ExtractionSettings]:

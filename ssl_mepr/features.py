@@ -17,10 +17,11 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 # %% auto #0
-__all__ = ['config_key', 'writer_tag', 'process_running', 'temporary_abandoned', 'remove_abandoned_temporaries', 'replacing',
-           'atomic_write_bytes', 'atomic_write_text', 'store_dir', 'store_configs', 'find_store', 'write_shard',
-           'SequenceSet', 'read_shard', 'read_sequences', 'stored_clip_ids', 'stored_inputs', 'finished_clip_ids',
-           'read_failures', 'record_failures', 'forget_clips', 'clip_inputs']
+__all__ = ['FINGERPRINT_BYTES', 'config_key', 'writer_tag', 'process_running', 'temporary_abandoned',
+           'remove_abandoned_temporaries', 'replacing', 'atomic_write_bytes', 'atomic_write_text', 'store_dir',
+           'store_configs', 'find_store', 'write_shard', 'SequenceSet', 'read_shard', 'read_sequences',
+           'stored_clip_ids', 'stored_inputs', 'finished_clip_ids', 'read_failures', 'record_failures', 'forget_clips',
+           'clip_inputs']
 
 # %% ../nbs/05_features.ipynb #17112e54
 def config_key(config: dict  # the extractor configuration: JSON-serialisable, order of keys irrelevant
@@ -156,6 +157,11 @@ def find_store(root, corpus: str, split: str, modality: str,
     return found[0].parent
 
 # %% ../nbs/05_features.ipynb #d6808dce
+def _fingerprint_tensor(clip_ids, inputs: dict | None) -> dict:
+    "{'inputs': int64 [n]} holding each clip's 16-hex-digit fingerprint, or {} unless every clip has one."
+    if not inputs or any(c not in inputs for c in clip_ids): return {}
+    return {"inputs": np.array([int(inputs[c], 16) for c in clip_ids], dtype=np.uint64).view(np.int64)}
+
 def write_shard(directory,  # a folder from `store_dir`
                 clip_ids,  # n clip ids, in row order
                 sequences,  # n arrays of shape [T_i, D] (T_i may be 0)
@@ -175,8 +181,7 @@ def write_shard(directory,  # a folder from `store_dir`
     name = name or hashlib.sha256("\n".join(clip_ids).encode()).hexdigest()[:12]
     path = Path(directory) / f"shard-{name}.safetensors"
     with replacing(path) as tmp:
-        meta = {"clip_ids": json.dumps(clip_ids), **({"inputs": json.dumps({c: inputs[c] for c in clip_ids if c in inputs})} if inputs else {})}
-        save_file({"values": values, "lengths": lengths}, str(tmp), metadata=meta)
+        save_file({"values": values, "lengths": lengths, **_fingerprint_tensor(clip_ids, inputs)}, str(tmp), metadata={"clip_ids": json.dumps(clip_ids)})
     return path
 
 # %% ../nbs/05_features.ipynb #d94355a8
@@ -249,11 +254,13 @@ def read_sequences(directory,  # a folder from `store_dir`
 
 # %% ../nbs/05_features.ipynb #1fa38610
 def _shard_headers(directory) -> dict:
-    "path -> (clip ids, {clip id: inputs fingerprint}) of every shard in a store folder, read from the headers only."
+    "path -> (clip ids, {clip id: inputs fingerprint}) of every shard in a store folder (the header and the small `inputs` tensor)."
     out = {}
     for p in sorted(Path(directory).glob("shard-*.safetensors")):
-        with safe_open(str(p), framework="np") as f: meta = f.metadata()
-        out[p] = (json.loads(meta["clip_ids"]), json.loads(meta.get("inputs", "{}")))
+        with safe_open(str(p), framework="np") as f:
+            ids = json.loads(f.metadata()["clip_ids"])
+            fps = [format(int(x), "016x") for x in f.get_tensor("inputs").view(np.uint64)] if "inputs" in f.keys() else None
+        out[p] = (ids, dict(zip(ids, fps)) if fps else {})
     return out
 
 def stored_clip_ids(directory) -> set:
@@ -302,9 +309,10 @@ def forget_clips(directory,  # a folder from `store_dir`
         shard = read_shard(path)
         with replacing(path) as tmp:
             values = [shard.sequence(i) for i in keep]
-            meta = {"clip_ids": json.dumps([ids[i] for i in keep]), **({"inputs": json.dumps({ids[i]: fps[ids[i]] for i in keep if ids[i] in fps})} if fps else {})}
+            kept = [ids[i] for i in keep]
             save_file({"values": np.concatenate(values, 0) if values else shard.values[:0],
-                       "lengths": np.array([len(v) for v in values], dtype=np.int64)}, str(tmp), metadata=meta)
+                       "lengths": np.array([len(v) for v in values], dtype=np.int64), **_fingerprint_tensor(kept, fps)},
+                      str(tmp), metadata={"clip_ids": json.dumps(kept)})
         removed += len(ids) - len(keep)
         if not keep: path.unlink()
     for path in sorted(Path(directory).glob("failures*.csv")):
@@ -314,13 +322,19 @@ def forget_clips(directory,  # a folder from `store_dir`
             atomic_write_text(path, table[~table.clip_id.isin(gone)].to_csv(index=False))
     return removed
 
+FINGERPRINT_BYTES = 65536  # a media file is fingerprinted by its size and this many bytes at each end (a copy keeps it; an edit changes it)
+
 def clip_inputs(text,  # the clip's transcript cell (None or NaN: none)
                 *paths  # its media files (None: none)
                ) -> str:  # 16 hex digits
-    "A fingerprint of what a clip is extracted from: its text and each media file's name, size and modification time."
+    "A fingerprint of what a clip is extracted from: its text and each media file's name, size and first and last 64 KiB."
     parts = ["" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)]
     for p in paths:
         if p is None: parts.append("-"); continue
-        try: st = Path(p).stat(); parts.append(f"{Path(p).name}:{st.st_size}:{st.st_mtime_ns}")
+        try:
+            with open(p, "rb") as f:
+                size = os.fstat(f.fileno()).st_size; head = f.read(FINGERPRINT_BYTES)
+                f.seek(max(size - FINGERPRINT_BYTES, 0)); tail = f.read(FINGERPRINT_BYTES)
+            parts.append(f"{Path(p).name}:{size}:{hashlib.sha256(head + tail).hexdigest()}")
         except OSError: parts.append(f"{Path(p).name}:absent")
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

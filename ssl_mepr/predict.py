@@ -20,13 +20,14 @@ from .unimodal import stage3_inputs
 from .checkpoints import CheckpointError, infer_fusion_config
 from .training import load_checkpoint
 from .stages import read_run_params, run_sizes_and_switches, stage2_from_run
-from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file,
-                                 add_extract_arguments, run_extract, extraction_report, IMAGE_MODALITIES)
+from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file, modality_store_config,
+                                 IMAGE_MODALITIES)
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'MAX_TRANSCRIPT_BYTES', 'PredictionModels', 'fusion_for', 'load_run', 'stage2_outputs', 'predict_video',
-           'format_prediction', 'read_transcript', 'command_parser', 'check_output_file', 'run_predict', 'main', 'cli']
+__all__ = ['USER_ERRORS', 'MAX_TRANSCRIPT_BYTES', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run',
+           'stage2_outputs', 'predict_video', 'format_prediction', 'read_transcript', 'add_predict_arguments',
+           'check_output_file', 'run_predict']
 
 # %% ../nbs/13_predict.ipynb #935e935c
 @dataclass
@@ -55,13 +56,34 @@ def fusion_for(models: PredictionModels,  # a loaded run
         models._fusion[active] = model.to(models.device).eval()
     return models._fusion[active]
 
+# %% ../nbs/13_predict.ipynb #43682934
+def check_run_backbones(run_dir,  # a run folder (its features.json is read when present)
+                        backbones,  # ssl_mepr.extractors.Backbones about to be used
+                        settings: ExtractionSettings,  # the extraction settings about to be used
+                        source  # where the backbones came from, for the message
+                       ) -> None:
+    "Refuse (CheckpointError) backbones whose weights differ from those the run's features were extracted with."
+    path = Path(run_dir) / "features.json"
+    if not path.exists(): return
+    recorded = json.loads(path.read_text()).get("configs", {})
+    for m, config in recorded.items():
+        before = (config.get("backbone") or {}).get("weights_sha256") if isinstance(config, dict) else None
+        if before is None: continue  # synthetic (demo) features
+        try: now = modality_store_config(m, backbones, settings)["backbone"].get("weights_sha256")
+        except AttributeError: now = None  # no backbone for this modality
+        if now != before:
+            raise CheckpointError(f"{source}: the {m} backbone is not the one the run's features were extracted with "
+                                  f"(weights {str(now)[:12]} here, {before[:12]} in {path}); use that backbones file, "
+                                  "or pass --allow-other-backbones to predict anyway")
+
 # %% ../nbs/13_predict.ipynb #e69a74f6
 def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, stage2/, stage3/
              device: str = DEFAULT_DEVICE,  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
              stage3: str = "stage3",  # the fusion model's folder in the run (e.g. "stage3-supervised")
              bf16: bool = False,  # bfloat16 backbones on a GPU
              allow_network: bool = False,  # let backbones named by hub id download
-             backbones=None  # a backbones JSON file; default: the run's backbones.json
+             backbones=None,  # a backbones JSON file; default: the run's backbones.json
+             allow_other_backbones: bool = False  # predict even with backbones other than those of the run's features
             ) -> PredictionModels:
     "Load everything a run needs to predict from a video."
     from ssl_mepr.extractors import load_backbones
@@ -72,6 +94,7 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
     spec, settings = read_backbones_file(source)
     device = resolve_device(device)
     backbones = load_backbones(spec, device=device, bf16=bf16, allow_network=allow_network, base_dir=source.parent)
+    if not allow_other_backbones: check_run_backbones(run_dir, backbones, settings, source)
     sizes, switches = run_sizes_and_switches(params["model_width"], params["max_layers"], params["corrected"])
     widths = {m: (backbones.image if m in IMAGE_MODALITIES else getattr(backbones, m)) for m in MODALITIES}
     stage2 = {}
@@ -198,12 +221,8 @@ def read_transcript(text: str | None, path: str | None) -> str | None:
     return text
 
 # %% ../nbs/13_predict.ipynb #33caeb43
-def command_parser() -> argparse.ArgumentParser:
-    "The `ssl-mepr` argument parser."
-    parser = argparse.ArgumentParser(prog="ssl-mepr", description="SSL-MEPR: emotions and Big Five traits from video.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="emotions and traits of one or more videos, with a trained run")
+def add_predict_arguments(p: argparse.ArgumentParser):
+    "The options of `ssl-mepr predict`."
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--run", required=True, help="run folder (e.g. runs/demo after `make demo`)")
     p.add_argument("--transcript", help="the words spoken in the video (default: ASR if the run has it, else text is masked)")
@@ -213,20 +232,13 @@ def command_parser() -> argparse.ArgumentParser:
     p.add_argument("--attributions", action="store_true", help="Input×Gradient attributions per modality")
     p.add_argument("--stage3", default="stage3", help="fusion model folder inside the run (default: stage3)")
     p.add_argument("--backbones", help="backbones JSON file (default: the run's backbones.json)")
+    p.add_argument("--allow-other-backbones", action="store_true", help="predict even when the backbones differ from those the run's features were extracted with")
     p.add_argument("--frames", type=int, help="frames sampled per clip (default: the backbones file's, else 30)")
     p.add_argument("--face-detector", help="e.g. mediapipe-face (default: the backbones file's, else haar-face)")
     p.add_argument("--body-detector", help="e.g. yolo, mediapipe-pose (default: the backbones file's, else hog-person)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the models run: {DEVICE_CHOICES}"); p.add_argument("--bf16", action="store_true")
     p.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    from ssl_mepr.prepare import add_prepare_arguments
-    r = sub.add_parser("prepare", help="the official MOSEI and FIv2 files (or the authors' CSVs) to a corpus folder; then run extract")
-    add_prepare_arguments(r)
-    r.add_argument("--debug", action="store_true", help="show tracebacks")
-    e = sub.add_parser("extract", help="fill the feature store from a corpus manifest (split across processes under torchrun)")
-    add_extract_arguments(e)
-    e.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
+
 
 # %% ../nbs/13_predict.ipynb #6a85786f
 def _fail(args, prefix: str, e: BaseException, code: int) -> int:
@@ -255,7 +267,7 @@ def run_predict(args) -> int:
     if args.json and args.json != "-": check_output_file(args.json, args.videos, args.overwrite)  # before any work
     transcript = read_transcript(args.transcript, args.transcript_file)
     models = load_run(args.run, device=args.device, stage3=args.stage3, bf16=args.bf16, allow_network=args.allow_network,
-                      backbones=args.backbones)
+                      backbones=args.backbones, allow_other_backbones=args.allow_other_backbones)
     given = dict(n_frames=args.frames, face_detector=args.face_detector, body_detector=args.body_detector)
     models.settings = dataclasses.replace(models.settings, **{k: v for k, v in given.items() if v is not None}).validate()
     results, code = [], 0
@@ -270,21 +282,3 @@ def run_predict(args) -> int:
         else: atomic_write_text(args.json, text + "\n")
     return code
 
-def main(argv=None  # arguments (default: sys.argv[1:])
-        ) -> int:  # exit code: 0 done, 2 bad input, 1 unexpected error
-    "The `ssl-mepr` command."
-    args = command_parser().parse_args(argv)
-    warnings.simplefilter("ignore", FutureWarning)
-    try:
-        if args.command == "predict": return run_predict(args)
-        if args.command == "prepare":
-            from ssl_mepr.prepare import run_prepare
-            print(run_prepare(args)); return 0
-        print(extraction_report(run_extract(args), args.store)); return 0
-    except _user_errors() as e: return _fail(args, f"ssl-mepr {args.command}", e, 2)
-    except KeyboardInterrupt: print(f"ssl-mepr {args.command}: interrupted", file=sys.stderr); return 130
-    except Exception as e: return _fail(args, f"ssl-mepr {args.command}", e, 1)
-
-def cli():
-    "Console-script entry point."
-    sys.exit(main())

@@ -30,8 +30,9 @@ __all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'TRAIN_CLIPS', 'DEMO_BACKBONE_DIMS', '
            'load_stage3_inputs', 'export_stage3_inputs', 'stage3_split', 'complete_clips', 'coverage_counts',
            'Stage3Task', 'narrow_overrides', 'run_stage1', 'load_stage1', 'stage2_from_run', 'run_stage2',
            'build_stage3_model', 'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec',
-           'run_sizes_and_switches', 'demo_backbones', 'run_spec', 'run_stages', 'run_summary', 'summary_percent',
-           'read_params', 'run_params', 'write_run_params', 'read_run_params', 'cli_run_stage', 'RunParameterError',
+           'run_sizes_and_switches', 'demo_backbones', 'run_spec', 'features_record', 'record_run_features',
+           'corpus_backbones', 'run_stages', 'run_summary', 'summary_percent', 'read_params', 'run_params',
+           'write_run_params', 'read_run_params', 'cli_run_stage', 'train_stages', 'RunParameterError',
            'check_run_params', 'RunFolderError', 'run_folder', 'check_run_folder', 'parameters_given', 'open_run',
            'training_curves']
 
@@ -457,12 +458,50 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
     manifest = read_manifest(manifest_path)
     sizes, switches = run_sizes_and_switches(model_width, max_layers, corrected)
     if corpus == "demo": demo_backbones(run_dir)
+    else: corpus_backbones(root, run_dir)
+    record_run_features(run_dir, root / "features", manifest, modalities)
     cfg = lambda epochs, lr: TrainConfig(max_epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
                                          precision=precision, progress=progress)
     return RunSpec(run_dir, root / "features", manifest, tuple(modalities), sizes, switches,
                    "same_clip" if corrected else pairing,
                    {"stage1": cfg(stage1_epochs, lr_unimodal), "stage2": cfg(stage2_epochs, lr_unimodal), "stage3": cfg(stage3_epochs, lr_fusion)},
                    {"emotion": stage3_emotion_loss, "semi_supervised": semi_supervised}, compare_supervised, stage3_train_clips)
+
+# %% ../nbs/11a_stages.ipynb #2a7b7898
+def features_record(features_root,  # the corpus's feature store
+                    manifest: pd.DataFrame,  # the run's clips
+                    modalities  # the run's modalities
+                   ) -> dict:  # {"stores": {corpus/split/modality: store key}, "configs": {modality: extractor configuration}}
+    "Which stored features a run reads: the store key of each corpus/split/modality and each modality's configuration."
+    stores, configs = {}, {}
+    for (corpus, split), _ in manifest.groupby(["corpus", "split"], sort=True):
+        for m in modalities:
+            store = find_store(features_root, corpus, split, m)
+            stores[f"{corpus}/{split}/{m}"] = store.name
+            configs.setdefault(m, json.loads((store / "config.json").read_text()))
+    return {"stores": stores, "configs": configs}
+
+def record_run_features(run_dir, features_root, manifest: pd.DataFrame, modalities) -> Path:
+    "Write `<run>/features.json`, or refuse (RunFolderError) when the run was trained on other features."
+    path, now = Path(run_dir) / "features.json", features_record(features_root, manifest, modalities)
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in set(before["stores"]) | set(now["stores"]) if before["stores"].get(k) != now["stores"].get(k))
+        if changed: raise RunFolderError(f"{path}: this run was trained on other features ({', '.join(changed[:3])}"
+                                         f"{' ...' if len(changed) > 3 else ''} changed since); use another run name")
+        return path
+    return atomic_write_text(path, json.dumps(now, indent=1, sort_keys=True))
+
+def corpus_backbones(corpus_root, run_dir) -> Path | None:
+    "Copy a prepared corpus's backbones.json into the run, with its relative sources made absolute (None when it has none)."
+    source, target = Path(corpus_root) / "backbones.json", Path(run_dir) / "backbones.json"
+    if target.exists() or not source.exists(): return target if target.exists() else None
+    spec = json.loads(source.read_text(encoding="utf-8"))
+    for part in spec.values():
+        if isinstance(part, dict) and "source" in part and not Path(str(part["source"])).is_absolute():
+            local = (source.parent / str(part["source"])).resolve()
+            if local.exists(): part["source"] = str(local)  # a hub id stays as it is
+    return atomic_write_text(target, json.dumps(spec, indent=1))
 
 # %% ../nbs/11a_stages.ipynb #cf21dd0e
 def run_stages(spec: RunSpec, upto: int,
@@ -576,23 +615,29 @@ def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
                   device: str = None  # overrides the file's device: auto, cpu, cuda, cuda:N
                  ):
     "Run the SSL-MEPR stages up to `stage` and print the run's summary table (bad input: one line, exit 2)."
-    if stage not in (1, 2, 3): _refuse("stage must be 1, 2 or 3")
-    source = str(params or "ssl-mepr-stage")
-    try:
-        p = read_params(params) if params else {}
-        p.update({k: v for k, v in dict(run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device).items() if v is not None})
-        p = check_run_params(p, source)
-    except RunParameterError as e: _refuse(e)
-    try: ctx = process_context(p.pop("device", DEFAULT_DEVICE))
-    except ValueError as e: _refuse(e)
-    if ctx.is_main: print(device_report(ctx.device), flush=True)
-    try: spec = open_run({**p, "progress": p.get("progress", True) and ctx.is_main}, source, ctx.is_main)
+    try: train_stages(stage, params, source="ssl-mepr-stage", run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device)
     except (RunParameterError, RunFolderError) as e: _refuse(e)
+
+def train_stages(stage: int,  # run stages 1..stage (1, 2 or 3)
+                 params=None,  # YAML parameter file (None: the notebooks' defaults, the demo)
+                 source: str | None = None,  # what to name in messages (default: the file)
+                 **overrides  # run parameters that replace the file's (None values are ignored)
+                ) -> Path:  # the run folder
+    "Check the parameters, open the run, run its stages up to `stage` and print the summary table (rank 0)."
+    if stage not in (1, 2, 3): raise RunParameterError(f"stage must be 1, 2 or 3, got {stage!r}")
+    source = source or str(params or "ssl-mepr train")
+    p = read_params(params) if params else {}
+    p = check_run_params({**p, **{k: v for k, v in overrides.items() if v is not None}}, str(params or source))
+    try: ctx = process_context(p.pop("device", DEFAULT_DEVICE))
+    except ValueError as e: raise RunParameterError(f"{params or source}: device: {e}") from None
+    if ctx.is_main: print(device_report(ctx.device), flush=True)
+    spec = open_run({**p, "progress": p.get("progress", True) and ctx.is_main}, str(params or source), ctx.is_main)
     run_stages(spec, stage, ctx)
     if ctx.is_main:
         with pd.option_context("display.width", 200, "display.max_rows", 100):
-            print(summary_percent(run_summary(spec.run_dir, spec.manifest)).to_string())
+            print(summary_percent(run_summary(spec.run_dir, spec.manifest)).to_string(), flush=True)
     if ctx.distributed: dist.destroy_process_group()
+    return spec.run_dir
 
 # %% ../nbs/11a_stages.ipynb #46f1fba8
 class RunParameterError(ValueError):

@@ -7,7 +7,8 @@ import pytest
 
 from ssl_mepr.labels import EMOTIONS, TRAITS
 from ssl_mepr.media import portrait_frames, sound_track, write_clip, write_portrait_clip
-from ssl_mepr.predict import load_run, main, predict_video
+from ssl_mepr.cli import main
+from ssl_mepr.predict import load_run, predict_video
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
