@@ -37,7 +37,7 @@ demo: $(INSTALLED)
 	$(BIN)/papermill nbs/stage3.ipynb runs/$(RUN)/stage3.ipynb -f params/demo.yaml -p run_name $(RUN)
 	$(BIN)/papermill nbs/tables.ipynb runs/$(RUN)/tables.ipynb -p run_name $(RUN) -p figures_dir $(FIGURES)
 	$(BIN)/papermill nbs/correlations.ipynb runs/$(RUN)/correlations.ipynb -p run_name $(RUN) -p figures_dir $(FIGURES)
-	@$(BIN)/ssl-mepr-stage 3 --params params/demo.yaml --run-name $(RUN)
+	@$(BIN)/ssl-mepr train --params params/demo.yaml --run-name $(RUN)
 	@$(PY) -c "from ssl_mepr.media import write_portrait_clip; write_portrait_clip('runs/$(RUN)/sample clip.mp4', seconds=3)"
 	$(BIN)/ssl-mepr predict "runs/$(RUN)/sample clip.mp4" --run runs/$(RUN) --transcript "I really enjoyed meeting everyone today"
 

@@ -5,6 +5,7 @@
 # %% ../nbs/01a_prepare.ipynb #a903704e
 from __future__ import annotations
 import argparse, json, shutil, warnings
+from importlib import resources
 from pathlib import Path
 import pandas as pd
 from .corpora import (CorpusError, read_mosei_csd, read_fiv2, read_authors_csv, missing_media, write_manifest,
@@ -12,8 +13,18 @@ from .corpora import (CorpusError, read_mosei_csd, read_fiv2, read_authors_csv, 
 from .features import atomic_write_text
 
 # %% auto #0
-__all__ = ['FIV2_SPLIT_FILES', 'COVERAGE_COLUMNS', 'read_fiv2_folder', 'coverage_report', 'prepare_corpus',
-           'add_prepare_arguments', 'run_prepare']
+__all__ = ['STANDARD_FOLDS_SOURCE', 'FIV2_SPLIT_FILES', 'COVERAGE_COLUMNS', 'mosei_folds_file', 'read_fiv2_folder',
+           'coverage_report', 'prepare_corpus', 'add_prepare_arguments', 'run_prepare']
+
+# %% ../nbs/01a_prepare.ipynb #cdbc67f8
+STANDARD_FOLDS_SOURCE = ("CMU-MultimodalSDK mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSEI/cmu_mosei_std_folds.py "
+                         "@ 4f2eadcd7e7b9e20e83b868cdad385b41830285c")
+
+def mosei_folds_file(folds  # "standard", or a fold list's path
+                    ):  # the path to read
+    "The fold list a --mosei-folds value names: the packaged standard folds for 'standard'."
+    if str(folds) != "standard": return folds
+    return Path(str(resources.files("ssl_mepr") / "data" / "mosei_standard_folds.json"))
 
 # %% ../nbs/01a_prepare.ipynb #7f4719ce
 FIV2_SPLIT_FILES = {"train": "training", "dev": "validation", "test": "test"}  # the split names in ChaLearn's file names
@@ -90,9 +101,13 @@ def prepare_corpus(out,  # the corpus folder to write (created; an existing feat
         else:
             if mosei_labels is None or mosei_folds is None: raise CorpusError("prepare: MOSEI needs --mosei-labels and --mosei-folds (or use --authors-csv)")
             if fiv2_annotations is None: raise CorpusError("prepare: FIv2 needs --fiv2-annotations (or use --authors-csv)")
-            parts.append(read_mosei_csd(mosei_labels, mosei_folds, mosei_media, transcripts=mosei_transcripts))
+            mosei = read_mosei_csd(mosei_labels, mosei_folds_file(mosei_folds), mosei_media, transcripts=mosei_transcripts)
+            empty = [s for s in SPLITS if not (mosei.split == s).any()]
+            if empty: raise CorpusError(f"{mosei_folds}: no video of the {empty[0]} fold is in {mosei_labels} (is it the fold list of this label file?)")
+            parts.append(mosei)
             parts.append(read_fiv2_folder(fiv2_annotations, fiv2_media, fiv2_transcriptions))
-            sources = {k: str(v) for k, v in dict(mosei_labels=mosei_labels, mosei_folds=mosei_folds, mosei_transcripts=mosei_transcripts,
+            folds_named = STANDARD_FOLDS_SOURCE if str(mosei_folds) == "standard" else mosei_folds
+            sources = {k: str(v) for k, v in dict(mosei_labels=mosei_labels, mosei_folds=folds_named, mosei_transcripts=mosei_transcripts,
                        mosei_media=mosei_media, fiv2_annotations=fiv2_annotations, fiv2_media=fiv2_media,
                        fiv2_transcriptions=fiv2_transcriptions).items() if v is not None}
         manifest = pd.concat(parts, ignore_index=True)
@@ -117,7 +132,7 @@ def prepare_corpus(out,  # the corpus folder to write (created; an existing feat
 def add_prepare_arguments(parser: argparse.ArgumentParser):
     "The options of `ssl-mepr prepare`."
     parser.add_argument("out", help="the corpus folder to write (manifest.csv, coverage.csv, prepare.json, backbones.json)")
-    for flag, what in (("--mosei-labels", "CMU_MOSEI_Labels.csd"), ("--mosei-folds", "fold list: JSON {split: [video ids]} or CSV video_id,split"),
+    for flag, what in (("--mosei-labels", "CMU_MOSEI_Labels.csd"), ("--mosei-folds", "standard (the SDK's standard folds, shipped with the kit), or a fold list: JSON {split: [video ids]} or CSV video_id,split"),
                        ("--mosei-transcripts", "the Transcript/Segmented/Combined folder"), ("--mosei-media", "folder of the segmented videos and .wav files"),
                        ("--fiv2-annotations", "folder holding annotation_{training,validation,test}.pkl"),
                        ("--fiv2-transcriptions", "folder holding transcription_*.pkl (default: the annotations folder)"),

@@ -66,14 +66,14 @@ class RehearsalCorpora:
 MOSEI_VIDEOS = {  # video id -> (split, [(segment number, start, end, labelled?, transcript)])
     "-3g5yACwYnA": ("train", [(1, 0.0, 1.0, True, "well I think it went fine"), (2, 1.2, 2.0, False, "um"),
                               (3, 2.5, 3.5, True, "and then it was great")]),
-    "bvLlb-M3UXU": ("train", [(0, 0.0, 1.0, True, "this is so annoying"), (1, 1.5, 2.5, True, "")]),
-    "tTGW3zz9qJA": ("train", [(2, 0.0, 1.0, True, "I love the naïve charm of it"), (5, 1.0, 2.0, True, "really I do")]),
-    "Y8i2BnBZ6aU": ("valid", [(0, 0.0, 1.0, True, "I am not sure about that"), (1, 1.5, 2.5, True, None)]),  # None: no line
-    "fsBzpr4k3rY": ("valid", [(4, 0.0, 1.0, True, "what a surprise")]),
-    "2W-NRvV-oAI": ("test", [(0, 0.0, 1.0, True, "it makes me sad"), (1, 1.2, 2.2, True, "but we go on")]),
-    "zk2jTlAtvSU": ("test", [(3, 0.0, 1.0, True, "honestly fine")]),
+    "KI2sU-mhM44": ("train", [(0, 0.0, 1.0, True, "this is so annoying"), (1, 1.5, 2.5, True, "")]),
+    "81406": ("train", [(2, 0.0, 1.0, True, "I love the naïve charm of it"), (5, 1.0, 2.0, True, "really I do")]),
+    "--qXJuDtHPw": ("valid", [(0, 0.0, 1.0, True, "I am not sure about that"), (1, 1.5, 2.5, True, None)]),  # None: no line
+    "VAXhC2U9-2A": ("valid", [(4, 0.0, 1.0, True, "what a surprise")]),
+    "-rxZxtG0xmY": ("test", [(0, 0.0, 1.0, True, "it makes me sad"), (1, 1.2, 2.2, True, "but we go on")]),
+    "126872": ("test", [(3, 0.0, 1.0, True, "honestly fine")]),
 }
-MOSEI_ABSENT_FOLD_ID = "zzNotInLabels"  # listed in the folds, absent from the label file (the real folds have such ids)
+MOSEI_ABSENT_FOLD_ID = "hh04W3xXa5s"  # the first video of the standard training fold; the miniature has no labels for it
 FIV2_CLIPS = {  # split -> [clip names]; the planted faults are named in write_rehearsal_corpora
     "training": ["-DOqN0d8KHw.001.mp4", "4LvHPe3cdHs.002.mp4", "J4GQm9j0JZ0.003.mp4", "aWcsVVzBqUA.004.mp4", "nE0o3yfi4kQ.005.mp4"],
     "validation": ["-8asrRvfJWA.001.mp4", "7hB6DQBxnCQ.002.mp4", "Qq1aQ6LhxMY.003.mp4"],
@@ -93,9 +93,8 @@ def _mosei_labels(rng, n: int) -> np.ndarray:
 def _write_mosei(root: Path, rng) -> tuple[dict, dict, dict]:
     "The MOSEI part: labels, folds, transcripts, segmented videos and .wav files; (sources, faults, clips)."
     raw = root / "CMU_MOSEI" / "Raw"
-    labels, folds, clips = {}, {"train": [], "valid": [], "test": []}, {}
+    labels, clips = {}, {}
     for vid, (split, segments) in MOSEI_VIDEOS.items():
-        folds[split].append(vid)
         lines = [f"{vid}___{k}___{s:.3f}___{e:.3f}___{text}" for k, s, e, _, text in segments if text is not None]
         transcript = raw / "Transcript" / "Segmented" / "Combined" / f"{vid}.txt"
         transcript.parent.mkdir(parents=True, exist_ok=True); transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -108,16 +107,14 @@ def _write_mosei(root: Path, rng) -> tuple[dict, dict, dict]:
         split_name = {"valid": "dev"}.get(split, split)
         clips.setdefault(("mosei", split_name), []).extend(
             f"{vid}_{k}" if text is not None else f"{vid}@{s:.2f}-{e:.2f}" for k, s, e, text in labelled)
-    folds["test"].append(MOSEI_ABSENT_FOLD_ID)
     csd = write_mosei_csd(root / "CMU_MOSEI" / "CMU_MOSEI_Labels.csd", labels)
     import h5py
     with h5py.File(csd, "a") as f: f["All Labels"].create_group("metadata").attrs["root name"] = "All Labels"
-    (root / "CMU_MOSEI" / "folds.json").write_text(json.dumps(folds, indent=1))
-    sources = dict(mosei_labels=csd, mosei_folds=root / "CMU_MOSEI" / "folds.json",
+    sources = dict(mosei_labels=csd, mosei_folds="standard",
                    mosei_transcripts=raw / "Transcript" / "Segmented" / "Combined", mosei_media=raw)
     faults = {"segment_number_gap": "-3g5yACwYnA_3", "unlabelled_segment_on_disk": "-3g5yACwYnA_2",
-              "segment_without_transcript": "Y8i2BnBZ6aU@1.50-2.50", "fold_id_absent_from_labels": MOSEI_ABSENT_FOLD_ID,
-              "empty_transcript": "bvLlb-M3UXU_1", "non_ascii_transcript_mosei": "tTGW3zz9qJA_2", "id_starting_with_dash_mosei": "-3g5yACwYnA_1"}
+              "segment_without_transcript": "--qXJuDtHPw@1.50-2.50", "fold_id_absent_from_labels": MOSEI_ABSENT_FOLD_ID,
+              "empty_transcript": "KI2sU-mhM44_1", "non_ascii_transcript_mosei": "81406_2", "id_starting_with_dash_mosei": "-3g5yACwYnA_1"}
     return sources, faults, clips
 
 # %% ../nbs/01b_rehearsal.ipynb #858f4e52

@@ -155,7 +155,8 @@ def test_a_fixed_transcript_is_extracted_again(rehearsal):
                      "--no-progress", "--device", "cpu")
     nothing = summary_table(again.stdout)
     assert nothing[["stored", "failed", "redone"]].to_numpy().sum() == 0 and len(nothing) == 2 * 3 * 5
-    transcript = Path(corpora.sources["mosei_transcripts"]) / "bvLlb-M3UXU.txt"
+    video_id = corpora.faults["empty_transcript"].rsplit("_", 1)[0]
+    transcript = Path(corpora.sources["mosei_transcripts"]) / f"{video_id}.txt"
     words = transcript.read_text(encoding="utf-8")
     assert "2.500___\n" in words
     transcript.write_text(words.replace("2.500___\n", "2.500___now it has words\n"), encoding="utf-8")
