@@ -57,4 +57,4 @@ nbtest: $(INSTALLED)
 	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest: $(INSTALLED)
-	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/pytest -q
+	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile

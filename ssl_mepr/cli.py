@@ -42,15 +42,23 @@ def _demo_arguments(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=int, default=42); p.add_argument("--probe", action="store_true", help="also fit and print the linear probes")
 
 # %% ../nbs/16_cli.ipynb #a0ddd588
+class _Parser(argparse.ArgumentParser):
+    "argparse, with a hint when a file name that starts with '-' was read as an option."
+    dashed: list = []  # the arguments of this call that start with '-' and name existing files
+    def error(self, message):
+        if self.dashed: message += (f" (the file name {self.dashed[0]!r} starts with '-' and reads as an option: "
+                                    f"write ./{self.dashed[0]} or put -- before the file names)")
+        super().error(message)
+
 def command_parser() -> argparse.ArgumentParser:
     "The `ssl-mepr` argument parser: one subcommand per step."
     from ssl_mepr.prepare import add_prepare_arguments
     from ssl_mepr.extraction import add_extract_arguments
     from ssl_mepr.predict import add_predict_arguments
-    parser = argparse.ArgumentParser(prog="ssl-mepr", description="SSL-MEPR: emotions and Big Five traits from video.",
-                                     epilog=STEPS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="ssl-mepr", description="SSL-MEPR: emotions and Big Five traits from video.",
+                     epilog=STEPS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, add, what, nxt in (
             ("prepare", add_prepare_arguments, "step 1: the official MOSEI and FIv2 files (or the authors' CSVs) to a corpus folder", "ssl-mepr extract"),
             ("extract", add_extract_arguments, "step 2: fill the feature store from a manifest (split across processes under torchrun)", "ssl-mepr train"),
@@ -116,6 +124,8 @@ def main(argv=None  # arguments (default: sys.argv[1:])
         ) -> int:  # 0 done, 2 bad input, 1 unexpected, 130 interrupted
     "The `ssl-mepr` command."
     from ssl_mepr.predict import _fail, _user_errors
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    _Parser.dashed = [a for a in argv if a.startswith("-") and Path(a).exists()]
     args = command_parser().parse_args(argv)
     warnings.simplefilter("ignore", FutureWarning)
     try: return _run(args)

@@ -104,7 +104,7 @@ def test_a_restart_removes_a_dead_writers_temporary_and_keeps_a_live_ones(corpus
 
 def test_torchrun_two_processes_split_the_work(corpus, uninterrupted, tmp_path):
     store = tmp_path / "parallel"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", *extract(corpus, store, command_only=True)]
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "--no-python", *extract(corpus, store, command_only=True)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for corpus_name in ("mosei", "fiv2"):
