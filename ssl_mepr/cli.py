@@ -125,6 +125,8 @@ def main(argv=None  # arguments (default: sys.argv[1:])
     "The `ssl-mepr` command."
     from ssl_mepr.predict import _fail, _user_errors
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 (Latin-1 bytes) prints as \udcXX, never a crash
+        if hasattr(stream, "reconfigure"): stream.reconfigure(errors="backslashreplace")
     _Parser.dashed = [a for a in argv if a.startswith("-") and Path(a).exists()]
     args = command_parser().parse_args(argv)
     warnings.simplefilter("ignore", FutureWarning)

@@ -16,11 +16,11 @@ import torch
 
 from .media import MediaError, read_frames, read_audio, make_detector, crop_sequence
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
-from .features import store_dir, write_shard, finished_clip_ids, record_failures, read_failures, stored_inputs, forget_clips, clip_inputs
+from .features import store_dir, write_shard, finished_clip_ids, record_failures, read_failures, stored_inputs, forget_clips, clip_inputs, set_aside_garbled_shards
 
 # %% auto #0
-__all__ = ['MODALITIES', 'IMAGE_MODALITIES', 'MAX_FRAMES', 'ExtractionSettings', 'modality_store_config', 'ClipExtraction',
-           'make_detectors', 'extract_clip', 'process_share', 'manifest_share', 'extract_manifest',
+__all__ = ['MODALITIES', 'IMAGE_MODALITIES', 'MAX_FRAMES', 'MAX_TRANSCRIPT_BYTES', 'ExtractionSettings', 'modality_store_config',
+           'ClipExtraction', 'make_detectors', 'extract_clip', 'process_share', 'manifest_share', 'extract_manifest',
            'add_extract_arguments', 'backbones_file', 'read_backbones_file', 'rank_device', 'run_extract',
            'extraction_report']
 
@@ -29,6 +29,7 @@ MODALITIES = ("body", "face", "scene", "audio", "text")
 IMAGE_MODALITIES = ("body", "face", "scene")
 
 MAX_FRAMES = 300  # frames per clip at most: each is decoded, searched for a face and a body, and embedded three times
+MAX_TRANSCRIPT_BYTES = 100_000  # a clip's words take a few hundred bytes; the text encoder keeps 512 tokens
 
 @dataclass
 class ExtractionSettings:
@@ -104,7 +105,7 @@ def _image_sequences(frames, backbones, settings, detectors, modalities, out: Cl
     wanted = [m for m in ("face", "body") if m in modalities]
     if not wanted: return
     with _timed(out.timings, "detection"):
-        crops = {m: crop_sequence(frames, detectors[m], settings.substitute_missing_crops) for m in wanted}
+        crops = {m: crop_sequence(frames, detectors[m], settings.substitute_missing_crops, out.frame_indices) for m in wanted}
     for m in wanted:
         images, mask = crops[m]
         out.kept_frames[m] = mask
@@ -118,6 +119,8 @@ def _image_sequences(frames, backbones, settings, detectors, modalities, out: Cl
 def _audio_sequence(audio, backbones, settings, out: ClipExtraction):
     "Fill the audio entry of `out` from the waveform (None: no sound track)."
     if audio is None: out.problems["audio"] = "the file has no sound track"; return
+    if not np.isfinite(audio).all():
+        out.problems["audio"] = f"the sound track holds {int((~np.isfinite(audio)).sum())} NaN or infinite samples (a damaged file)"; return
     if len(audio) == 0 or float(np.abs(audio).max()) < settings.silence_peak:
         out.problems["audio"] = f"the sound track is silent (peak amplitude below {settings.silence_peak:g})"; return
     if len(audio) < backbones.audio.min_samples:  # shorter than one output frame of the convolution stack
@@ -132,6 +135,8 @@ def _text_sequence(transcript, audio, backbones, settings, out: ClipExtraction):
     if transcript is None:
         out.problems["text"] = "no transcript given and no speech recogniser configured"; return
     if not transcript.strip(): out.problems["text"] = "the transcript is empty"; return
+    if len(transcript.encode("utf-8", "surrogatepass")) > MAX_TRANSCRIPT_BYTES:
+        out.problems["text"] = f"the transcript is longer than {MAX_TRANSCRIPT_BYTES:,} bytes (MAX_TRANSCRIPT_BYTES); give the words spoken in the clip"; return
     with _timed(out.timings, "text backbone"): out.sequences["text"] = backbones.text([transcript])[0]
 
 # %% ../nbs/05a_extraction.ipynb #f7349220
@@ -252,6 +257,8 @@ def extract_manifest(manifest: pd.DataFrame,  # corpus manifest: clip_id, corpus
     bar = tqdm(total=len(share), disable=not progress, desc=f"extract {rank + 1}/{world}" if world > 1 else "extract")
     for (corpus, split), group in share.groupby(["corpus", "split"], sort=True):
         dirs = {m: store_dir(store_root, corpus, split, m, configs[m]) for m in modalities}
+        for d in dirs.values():
+            with _store_lock(d): set_aside_garbled_shards(d)  # a damaged shard's clips are extracted again
         inputs = {row.clip_id: clip_inputs(_clip_text(getattr(row, "text", None)), _clip_path(row.video_path, base_dir),
                                            _clip_path(getattr(row, "audio_path", None), base_dir)) for row in group.itertuples(index=False)}
         redo = {m: _clips_to_redo(dirs[m], inputs, retry_failed) for m in modalities}

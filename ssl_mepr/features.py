@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_features.ipynb #648f4275
 from __future__ import annotations
-import hashlib, json, os, re, socket, tempfile, threading
+import hashlib, json, os, re, socket, tempfile, threading, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +19,9 @@ from safetensors.numpy import save_file
 # %% auto #0
 __all__ = ['FINGERPRINT_BYTES', 'config_key', 'writer_tag', 'process_running', 'temporary_abandoned',
            'remove_abandoned_temporaries', 'replacing', 'atomic_write_bytes', 'atomic_write_text', 'store_dir',
-           'store_configs', 'find_store', 'write_shard', 'SequenceSet', 'read_shard', 'read_sequences',
-           'stored_clip_ids', 'stored_inputs', 'finished_clip_ids', 'read_failures', 'record_failures', 'forget_clips',
-           'clip_inputs']
+           'store_configs', 'find_store', 'write_shard', 'SequenceSet', 'GarbledShardError', 'read_shard',
+           'read_sequences', 'set_aside_garbled_shards', 'stored_clip_ids', 'stored_inputs', 'finished_clip_ids',
+           'read_failures', 'record_failures', 'forget_clips', 'clip_inputs']
 
 # %% ../nbs/05_features.ipynb #17112e54
 def config_key(config: dict  # the extractor configuration: JSON-serialisable, order of keys irrelevant
@@ -232,11 +232,21 @@ class SequenceSet:
         return sums / np.maximum(self.lengths, 1)[:, None]
 
 # %% ../nbs/05_features.ipynb #ff80d3ba
+class GarbledShardError(ValueError):
+    "A feature shard that cannot be read (the message names the file and what to do)."
+
+def _garbled(path, e: Exception) -> GarbledShardError:
+    return GarbledShardError(f"{path}: not a readable feature shard ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                             "run `ssl-mepr extract` again: it sets such shards aside and extracts their clips again")
+
 def read_shard(path) -> SequenceSet:
-    "Read one shard file."
-    with safe_open(str(path), framework="np") as f:
-        ids = json.loads(f.metadata()["clip_ids"])
-        values, lengths = f.get_tensor("values"), f.get_tensor("lengths")
+    "Read one shard file (GarbledShardError naming it when it cannot be read)."
+    try:
+        with safe_open(str(path), framework="np") as f:
+            ids = json.loads(f.metadata()["clip_ids"])
+            values, lengths = f.get_tensor("values"), f.get_tensor("lengths")
+        if len(ids) != len(lengths) or int(lengths.sum()) != len(values): raise ValueError("clip ids, lengths and values disagree")
+    except Exception as e: raise _garbled(path, e) from None
     return SequenceSet(ids, values, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
 def read_sequences(directory,  # a folder from `store_dir`
@@ -253,15 +263,31 @@ def read_sequences(directory,  # a folder from `store_dir`
     return out if clip_ids is None else out.select(list(clip_ids))
 
 # %% ../nbs/05_features.ipynb #1fa38610
-def _shard_headers(directory) -> dict:
-    "path -> (clip ids, {clip id: inputs fingerprint}) of every shard in a store folder (the header and the small `inputs` tensor)."
-    out = {}
-    for p in sorted(Path(directory).glob("shard-*.safetensors")):
-        with safe_open(str(p), framework="np") as f:
+def _shard_header(path) -> tuple:
+    "One shard's (clip ids, {clip id: inputs fingerprint}) from its header and small tensors; GarbledShardError when unreadable."
+    try:
+        with safe_open(str(path), framework="np") as f:
             ids = json.loads(f.metadata()["clip_ids"])
             fps = [format(int(x), "016x") for x in f.get_tensor("inputs").view(np.uint64)] if "inputs" in f.keys() else None
-        out[p] = (ids, dict(zip(ids, fps)) if fps else {})
-    return out
+            rows, lengths = f.get_slice("values").get_shape()[0], f.get_tensor("lengths")
+        if len(lengths) != len(ids) or int(lengths.sum()) != rows: raise ValueError("clip ids, lengths and values disagree")
+    except Exception as e: raise _garbled(path, e) from None
+    return ids, (dict(zip(ids, fps)) if fps else {})
+
+def _shard_headers(directory) -> dict:
+    "path -> (clip ids, {clip id: inputs fingerprint}) of every shard in a store folder."
+    return {p: _shard_header(p) for p in sorted(Path(directory).glob("shard-*.safetensors"))}
+
+def set_aside_garbled_shards(directory  # a folder from `store_dir`
+                            ) -> list:  # the shards set aside (their new names)
+    "Rename every shard of a store folder that cannot be read to `<name>.garbled`, so that its clips count as not extracted."
+    moved = []
+    for p in sorted(Path(directory).glob("shard-*.safetensors")):
+        try: _shard_header(p)
+        except GarbledShardError as e:
+            target = p.with_name(p.name + ".garbled"); os.replace(p, target); moved.append(target)
+            warnings.warn(f"{e.args[0].split('; run')[0]}; set aside as {target.name}, its clips are extracted again", stacklevel=2)
+    return moved
 
 def stored_clip_ids(directory) -> set:
     "Clip ids stored in any shard of a store folder."

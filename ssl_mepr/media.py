@@ -14,11 +14,11 @@ import av
 import numpy as np
 
 # %% auto #0
-__all__ = ['ATTACHED_PIC', 'DETECTORS', 'MediaError', 'open_media', 'write_clip', 'MediaInfo', 'probe_media',
-           'sample_frame_indices', 'upright', 'read_frames', 'read_audio', 'Box', 'Detector', 'HaarFaceDetector',
-           'HOGPersonDetector', 'MediaPipeFaceDetector', 'MediaPipePoseBodyDetector', 'YoloDetector', 'make_detector',
-           'average_box', 'frame_boxes', 'crop_box', 'crop_sequence', 'face_and_body_crops', 'portrait_frames',
-           'sound_track', 'write_portrait_clip']
+__all__ = ['ATTACHED_PIC', 'DETECTORS', 'DETECTION_MAX_SIDE', 'MediaError', 'open_media', 'write_clip', 'MediaInfo',
+           'probe_media', 'sample_frame_indices', 'upright', 'read_frames', 'read_audio', 'Box', 'Detector',
+           'HaarFaceDetector', 'HOGPersonDetector', 'MediaPipeFaceDetector', 'MediaPipePoseBodyDetector',
+           'YoloDetector', 'make_detector', 'average_box', 'detect_downscaled', 'frame_boxes', 'crop_box',
+           'crop_sequence', 'face_and_body_crops', 'portrait_frames', 'sound_track', 'write_portrait_clip']
 
 # %% ../nbs/03_media.ipynb #af1078e7
 class MediaError(ValueError):
@@ -342,15 +342,32 @@ def average_box(boxes: list[Box]  # detections in one frame
     coords = np.array([[b.x0, b.y0, b.x1, b.y1, b.score] for b in boxes], dtype=np.float64).mean(axis=0)
     return Box(*map(float, coords))
 
+DETECTION_MAX_SIDE = 1280  # frames larger than this (1080p, 4K) are shrunk for detection only; crops come from the full frame
+
+def detect_downscaled(frame: np.ndarray,  # [H, W, 3]
+                      detector: Detector,  # returns the boxes of one frame
+                      max_side: int = DETECTION_MAX_SIDE  # the longest side the detector sees (0: the frame as it is)
+                     ) -> list[Box]:  # boxes in the full frame's pixels
+    "Detect on a copy of the frame shrunk to `max_side` (area averaging), and scale the boxes back."
+    scale = max(frame.shape[:2]) / max_side if max_side else 1.0
+    if scale <= 1: return detector(frame)
+    small = _cv2().resize(frame, (round(frame.shape[1] / scale), round(frame.shape[0] / scale)), interpolation=_cv2().INTER_AREA)
+    return [Box(b.x0 * scale, b.y0 * scale, b.x1 * scale, b.y1 * scale, b.score) for b in detector(small)]
+
 def frame_boxes(frames,  # [K, H, W, 3] frames (or a list of frames)
-                detector: Detector  # returns the boxes of one frame
+                detector: Detector,  # returns the boxes of one frame
+                keys=None,  # [K] one key per frame (the decoded frame's index): equal keys are detected once
+                max_side: int = DETECTION_MAX_SIDE  # longest side seen by the detector (0: no shrinking)
                ) -> list[Box | None]:  # one clipped box per frame, None where nothing was found
-    "Detect in each frame and reduce each frame's detections to one box."
-    out = []
-    for frame in frames:
-        box = average_box(detector(frame))
-        box = box.clip(frame.shape[1], frame.shape[0]) if box is not None else None
-        out.append(box if box is not None and box.area > 0 else None)
+    "Detect in each distinct frame (shrunk when large) and reduce each frame's detections to one box."
+    out, seen = [], {}
+    for k, frame in enumerate(frames):
+        key = k if keys is None else int(keys[k])
+        if key not in seen:
+            box = average_box(detect_downscaled(frame, detector, max_side))
+            box = box.clip(frame.shape[1], frame.shape[0]) if box is not None else None
+            seen[key] = box if box is not None and box.area > 0 else None
+        out.append(seen[key])
     return out
 
 def crop_box(frame: np.ndarray,  # [H, W, 3]
@@ -364,11 +381,13 @@ def crop_box(frame: np.ndarray,  # [H, W, 3]
 # %% ../nbs/03_media.ipynb #5b7979d1
 def crop_sequence(frames,  # [K, H, W, 3] sampled frames
                   detector: Detector,  # returns the boxes of one frame
-                  substitute: bool = False  # True: the full frame stands in for a missing crop (the app's behaviour)
+                  substitute: bool = False,  # True: the full frame stands in for a missing crop (the app's behaviour)
+                  keys=None,  # [K] the frames' decoded indices: a frame sampled twice is detected once
+                  max_side: int = DETECTION_MAX_SIDE  # longest side seen by the detector (0: no shrinking)
                  ) -> tuple[list[np.ndarray], np.ndarray]:  # crops of the kept frames, mask [K] bool of kept frames
     "One crop per frame with a detection (or per frame, substituting), and the mask of frames kept."
     crops, mask = [], []
-    for frame, box in zip(frames, frame_boxes(frames, detector)):
+    for frame, box in zip(frames, frame_boxes(frames, detector, keys, max_side)):
         if box is not None: crops.append(crop_box(frame, box))
         elif substitute: crops.append(np.array(frame, copy=True))
         mask.append(box is not None or substitute)

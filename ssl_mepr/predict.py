@@ -14,20 +14,19 @@ import torch
 
 from .labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS, presence_from_probs
 from .media import MediaError
-from .features import atomic_write_text
+from .features import atomic_write_text, atomic_write_bytes
 from .fusion import FusionModel, MODALITIES
 from .unimodal import stage3_inputs
 from .checkpoints import CheckpointError, infer_fusion_config
 from .training import load_checkpoint
 from .stages import read_run_params, run_sizes_and_switches, stage2_from_run
 from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file, modality_store_config,
-                                 IMAGE_MODALITIES)
+                                 IMAGE_MODALITIES, MAX_TRANSCRIPT_BYTES)
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'MAX_TRANSCRIPT_BYTES', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run',
-           'stage2_outputs', 'predict_video', 'format_prediction', 'read_transcript', 'add_predict_arguments',
-           'check_output_file', 'run_predict']
+__all__ = ['USER_ERRORS', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run', 'stage2_outputs', 'predict_video',
+           'format_prediction', 'read_transcript', 'add_predict_arguments', 'check_output_file', 'run_predict']
 
 # %% ../nbs/13_predict.ipynb #935e935c
 @dataclass
@@ -200,7 +199,6 @@ def _user_errors() -> tuple:
     from ssl_mepr.extractors import BackboneError
     return (*USER_ERRORS, BackboneError)
 
-MAX_TRANSCRIPT_BYTES = 100_000  # a clip's words take a few hundred bytes; the text encoder keeps 512 tokens
 
 def read_transcript(text: str | None, path: str | None) -> str | None:
     "The transcript from --transcript or --transcript-file (UTF-8, at most MAX_TRANSCRIPT_BYTES); clear errors otherwise."
@@ -278,7 +276,7 @@ def run_predict(args) -> int:
             if args.json != "-": print(format_prediction(results[-1]) + "\n")
     if args.json:
         text = json.dumps(results[0] if len(args.videos) == 1 and results else results, indent=1, ensure_ascii=False)
-        if args.json == "-": print(text)
-        else: atomic_write_text(args.json, text + "\n")
+        if args.json == "-": print(text)  # `ssl-mepr` writes a name's undecodable bytes as JSON escapes (\udcXX)
+        else: atomic_write_bytes(args.json, (text + "\n").encode("utf-8", "backslashreplace"))  # the same, in the file
     return code
 

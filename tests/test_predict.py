@@ -200,3 +200,15 @@ def test_a_tampered_checkpoint_is_refused_in_one_line(capsys, clips, tiny_predic
     code, _, err = run_main(capsys, "predict", clips / "mute.mp4", "--run", run)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "stage3/best.pt: the file is not the one the run wrote" in err, err
+
+
+def test_non_utf8_names_for_the_video_and_the_json(clips, tiny_predict_run, tmp_path):
+    "File names are bytes on Linux: a Latin-1 name (invalid UTF-8) for the video and for --json works, in a fresh process."
+    video = os.fsencode(tmp_path) + b"/entrevista_r\xe9sum\xe9.mp4"
+    out_json = os.fsencode(tmp_path) + b"/r\xe9sultat.json"
+    with open(video, "wb") as f: f.write((clips / "mute.mp4").read_bytes())
+    out = subprocess.run([os.fsencode(Path(sys.executable).parent / "ssl-mepr"), b"predict", video, b"--run", os.fsencode(tiny_predict_run),
+                          b"--json", out_json], capture_output=True, env=ENV, timeout=300)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+    with open(out_json, "rb") as f: result = json.loads(f.read())
+    assert os.fsencode(result["file"]) == video and set(result["traits"]) == set(TRAITS)
