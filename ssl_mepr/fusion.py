@@ -300,11 +300,10 @@ def forward(self: FusionModel,
     context, graph_att = self.graph_attn(z, mask) if c.use_graph_attention else (z, None)
     r_e, att_e = self._task_representation(self.emo_query, context, mask)      # [B, D], [B, N]
     r_p, att_p = self._task_representation(self.pkl_query, context, mask)
-    mean_over_nodes = (lambda t: t.mean(dim=1)) if mask is None else (lambda t: _masked_mean(t, mask))
-    if c.use_emotion_predict_projector:
-        r_e = r_e + self.emo_logit_proj(mean_over_nodes(torch.stack([l[m] for m in active], dim=1)))
-    if c.use_personality_predict_projector:
-        r_p = r_p + self.per_logit_proj(mean_over_nodes(torch.stack([s[m] for m in active], dim=1)))
+    def mean_over_nodes(d: dict):  # the released mean (stacked on dim 0, the same float sums), or the mean over present nodes
+        return torch.stack([d[m] for m in active]).mean(dim=0) if mask is None else _masked_mean(torch.stack([d[m] for m in active], dim=1), mask)
+    if c.use_emotion_predict_projector: r_e = r_e + self.emo_logit_proj(mean_over_nodes(l))
+    if c.use_personality_predict_projector: r_p = r_p + self.per_logit_proj(mean_over_nodes(s))
     if empty is not None:  # a clip with none of the modalities: no evidence, the zero representation
         r_e, r_p = (torch.where(empty[:, None], 0.0, r) for r in (r_e, r_p))
         if graph_att is not None: graph_att = graph_att * mask[:, :, None]
