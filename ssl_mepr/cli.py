@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_cli.ipynb #f5376175
 from __future__ import annotations
-import argparse, sys, traceback, warnings
+import argparse, os, sys, traceback, warnings
 from pathlib import Path
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES
 
@@ -109,7 +109,9 @@ def _run(args) -> int:
         from ssl_mepr.stages import train_stages
         run = train_stages(args.stage, args.params, run_name=args.run_name, runs_root=args.runs_root, demo_size=args.demo_size,
                            seed=args.seed, device=args.device)
-        print(f"next step: ssl-mepr report {run}" if args.stage == 3 else f"next step: ssl-mepr train --stage {args.stage + 1} ..."); return 0
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one process speaks
+            print(f"next step: ssl-mepr report {run}" if args.stage == 3 else f"next step: ssl-mepr train --stage {args.stage + 1} ...")
+        return 0
     if args.command == "report": print(run_report(args.run, args.figures, args.device)); return 0
     if args.command == "demo-corpus":
         from ssl_mepr.demo import make_demo_corpus, summarize_demo, probe_table

@@ -79,7 +79,7 @@ def test_torchrun_two_processes_reaches_the_same_quality(tiny_runs):
     root, params = tiny_runs
     trained_stage3(root, "one", supervised=True)
     sup = supervised_params(root); clone_stages_1_2(root, "base", "ddp")
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "ssl-mepr-stage"), "3",
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "ssl-mepr"), "train",
            "--params", str(sup), "--runs-root", str(root), "--run-name", "ddp"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
