@@ -25,7 +25,7 @@ def _train_arguments(p: argparse.ArgumentParser):
     p.add_argument("--params", help="YAML parameter file (the keys of the stage notebooks' parameters cells; default: the demo)")
     p.add_argument("--stage", type=int, default=3, choices=(1, 2, 3), help="run stages 1..STAGE (default 3: all three)")
     p.add_argument("--run-name", help="overrides the file's run_name"); p.add_argument("--runs-root", help="folder holding the runs (default: <project>/runs)")
-    p.add_argument("--demo-size", choices=("demo", "tiny"), help="overrides the file's demo_size")
+    p.add_argument("--demo-size", help="overrides the file's demo_size: demo or tiny")
     p.add_argument("--seed", type=int, help="overrides the file's seed")
     p.add_argument("--device", help=f"overrides the file's device: {DEVICE_CHOICES}")
 
@@ -43,12 +43,12 @@ def _demo_arguments(p: argparse.ArgumentParser):
 
 # %% ../nbs/16_cli.ipynb #a0ddd588
 class _Parser(argparse.ArgumentParser):
-    "argparse, with a hint when a file name that starts with '-' was read as an option."
+    "argparse keeping the one-line promise for bad arguments, with a hint when a file name starting with '-' was read as an option."
     dashed: list = []  # the arguments of this call that start with '-' and name existing files
     def error(self, message):
         if self.dashed: message += (f" (the file name {self.dashed[0]!r} starts with '-' and reads as an option: "
                                     f"write ./{self.dashed[0]} or put -- before the file names)")
-        super().error(message)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 def command_parser() -> argparse.ArgumentParser:
     "The `ssl-mepr` argument parser: one subcommand per step."

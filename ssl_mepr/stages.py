@@ -456,6 +456,10 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
     manifest_path = root / "manifest.csv"
     if not manifest_path.exists(): raise FileNotFoundError(f"{manifest_path}: no manifest (prepare the corpus first)")
     manifest = read_manifest(manifest_path)
+    for c in ("mosei", "fiv2"):  # every stage needs both corpora's three splits: say so before anything is written
+        for s in ("train", "dev", "test"):
+            if not ((manifest.corpus == c) & (manifest.split == s)).any():
+                raise RunParameterError(f"{manifest_path}: no {c} clips in split {s!r}; every stage trains on train, selects on dev and reports test")
     sizes, switches = run_sizes_and_switches(model_width, max_layers, corrected)
     if corpus == "demo": demo_backbones(run_dir)
     else: corpus_backbones(root, run_dir)
@@ -614,9 +618,11 @@ def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
                   seed: int = None,  # overrides the file's seed
                   device: str = None  # overrides the file's device: auto, cpu, cuda, cuda:N
                  ):
-    "Run the SSL-MEPR stages up to `stage` and print the run's summary table (bad input: one line, exit 2)."
-    try: train_stages(stage, params, source="ssl-mepr-stage", run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device)
-    except (RunParameterError, RunFolderError) as e: _refuse(e)
+    "The older spelling of `ssl-mepr train --stage N`: the same run, checks and exit codes (bad input: one line, exit 2)."
+    from ssl_mepr.cli import main
+    if stage not in (1, 2, 3): _refuse("stage must be 1, 2 or 3")
+    given = dict(params=params, run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device)
+    raise SystemExit(main(["train", "--stage", str(stage)] + [a for k, v in given.items() if v is not None for a in (f"--{k.replace('_', '-')}", str(v))]))
 
 def train_stages(stage: int,  # run stages 1..stage (1, 2 or 3)
                  params=None,  # YAML parameter file (None: the notebooks' defaults, the demo)

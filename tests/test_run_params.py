@@ -106,3 +106,17 @@ def test_the_paper_configuration_trains_all_three_stages(tmp_path):
     run_stages(spec, 3, ProcessContext())
     table = run_summary(spec.run_dir, spec.manifest)
     assert ("stage 3 · fusion", "test") in table.index and np.isfinite(table.loc[("stage 3 · fusion", "test")]).all()
+
+
+def test_a_corpus_with_an_empty_split_is_one_line_before_anything_is_written(tmp_path):
+    from ssl_mepr.corpora import read_manifest, write_manifest
+    from ssl_mepr.demo import make_demo_corpus
+    corpus = make_demo_corpus(tmp_path / "corpus", size="tiny")
+    manifest = read_manifest(corpus / "manifest.csv")
+    write_manifest(manifest[~((manifest.corpus == "mosei") & (manifest.split == "dev"))], corpus / "manifest.csv")
+    params = tmp_path / "p.yaml"; params.write_text(yaml.safe_dump({**TINY, "corpus": str(corpus)}))
+    for out in (stage(1, "--params", params, "--runs-root", tmp_path / "runs"),
+                subprocess.run([str(BIN / "ssl-mepr"), "train", "--params", str(params), "--runs-root", str(tmp_path / "runs")],
+                               capture_output=True, text=True, env=ENV, timeout=300)):
+        one_line_exit_2(out, "manifest.csv: no mosei clips in split 'dev'")
+    assert not (tmp_path / "runs").exists()
