@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_cli.ipynb #f5376175
 from __future__ import annotations
-import argparse, os, sys, traceback, warnings
+import argparse, os, sys, warnings
 from pathlib import Path
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES
 

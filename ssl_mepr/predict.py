@@ -5,7 +5,7 @@ attributions, in one pass through a trained run; and the `ssl-mepr` command line
 
 # %% ../nbs/13_predict.ipynb #9cd65f15
 from __future__ import annotations
-import argparse, dataclasses, json, os, sys, time, traceback, warnings
+import argparse, dataclasses, json, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import torch
 
 from .labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS, presence_from_probs
 from .media import MediaError
-from .features import atomic_write_text, atomic_write_bytes
+from .features import atomic_write_bytes
 from .fusion import FusionModel, MODALITIES
 from .unimodal import stage3_inputs
 from .checkpoints import CheckpointError, infer_fusion_config

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_prepare.ipynb #a903704e
 from __future__ import annotations
-import argparse, json, shutil, warnings
+import argparse, json, warnings
 from importlib import resources
 from pathlib import Path
 import pandas as pd

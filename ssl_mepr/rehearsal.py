@@ -4,7 +4,7 @@
 
 # %% ../nbs/01b_rehearsal.ipynb #3846fcfa
 from __future__ import annotations
-import io, json, pickle, struct, wave
+import io, pickle, struct, wave
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
