@@ -20,7 +20,7 @@ from .corpora import read_manifest
 from .fusion import MODALITIES
 from .devices import DEFAULT_DEVICE, resolve_device
 from .training import load_best
-from .stages import Stage3Task, stage3_split_from_run, split_rows, project_root, SUMMARY_COLUMNS, build_stage3_model
+from .stages import Stage3Task, stage3_split_from_run, split_rows, project_root, SUMMARY_COLUMNS, build_stage3_model, run_fusion_fields
 
 # %% auto #0
 __all__ = ['METRIC_COLUMNS', 'PROB_PREFIX', 'SCORE_PREFIX', 'LABEL_PREFIX', 'CORRECTIONS', 'CORRELATIONS', 'collect_metrics',
@@ -104,7 +104,7 @@ def stage3_predictions(run_dir,  # a run folder with stage2/ exported and a trai
                        splits=("dev", "test"),  # splits to predict (both corpora each)
                        manifest=None,  # DataFrame or CSV path; None: <run_dir>/corpus/manifest.csv
                        modalities=None,  # modalities the fusion model was trained on; None: all exported ones
-                       fusion: dict | None = None,  # the FusionConfig fields the run was trained with
+                       fusion: dict | None = None,  # the FusionConfig fields the run was trained with (None: its params.json's)
                        stage: str = "stage3",  # the fusion model's folder inside the run
                        device: str = DEFAULT_DEVICE  # where the model runs: auto, cpu, cuda, cuda:N
                       ) -> pd.DataFrame:  # `prediction_frame` rows of every split, in manifest order per corpus
@@ -113,6 +113,7 @@ def stage3_predictions(run_dir,  # a run folder with stage2/ exported and a trai
     if not (run_dir / stage / "best.pt").exists(): raise FileNotFoundError(f"{run_dir / stage}/best.pt: no trained fusion model")
     manifest = run_manifest(run_dir, manifest)
     modalities = tuple(modalities or exported_modalities(run_dir))
+    if fusion is None: fusion = run_fusion_fields(json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").exists() else {})
     data = {s: stage3_split_from_run(run_dir / "stage2", manifest, s, modalities) for s in splits}
     device = resolve_device(device)
     model = load_best(build_stage3_model(data[splits[0]], modalities, fusion), run_dir / stage).to(device)

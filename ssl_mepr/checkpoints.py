@@ -162,7 +162,8 @@ def infer_fusion_config(state_dict: Mapping,  # a stage-3 state dict (authors' k
     inferred = dict(input_dims={m: first[m].shape[1] if m in first else RELEASED_INPUT_DIMS[m] for m in FUSION_MODALITIES},
                     use_graph_attention=_has(state_dict, "graph_attn."), use_cross_attention=_has(state_dict, "cross_attn."),
                     use_emotion_predict_projector=_has(state_dict, "emo_logit_proj."),
-                    use_personality_predict_projector=_has(state_dict, "per_logit_proj."))
+                    use_personality_predict_projector=_has(state_dict, "per_logit_proj."),
+                    graph_attention_scoring="gatv2" if "graph_attn.pair.weight" in state_dict else "released")
     if first: inferred["hidden_dim"] = next(iter(first.values())).shape[0]
     if not _has(state_dict, "guide_bank_emo."): inferred["use_emotion_guide_bank"] = False
     if not _has(state_dict, "guide_bank_pkl."): inferred["use_personality_guide_bank"] = False

@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_explore.ipynb #0c445332
 from __future__ import annotations
-import io
+import io, json
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -17,13 +17,13 @@ from .labels import EMOTIONS, TRAITS
 from .fusion import FusionModel
 from .training import load_best
 from .devices import DEFAULT_DEVICE, resolve_device
-from .stages import stage3_split_from_run, split_rows, build_stage3_model
+from .stages import stage3_split_from_run, split_rows, build_stage3_model, run_fusion_fields
 from .analysis import (run_manifest, exported_modalities, prediction_frame, dominant_emotion,
                                PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX)
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_TARGETS', 'ALL', 'input_x_gradient', 'modality_attributions', 'ExplorerData', 'load_explorer_data',
-           'filter_clips', 'clip_summary', 'clip_figure', 'Explorer']
+__all__ = ['ATTRIBUTION_TARGETS', 'COLLAPSE_TOL', 'ALL', 'input_x_gradient', 'modality_attributions', 'ExplorerData',
+           'load_explorer_data', 'filter_clips', 'clip_summary', 'attention_collapse_table', 'clip_figure', 'Explorer']
 
 # %% ../nbs/15_explore.ipynb #4571cbd8
 def input_x_gradient(output_fn,  # callable: dict of input tensors -> [B] outputs (one scalar per clip)
@@ -66,6 +66,8 @@ def modality_attributions(model: FusionModel,  # a fusion model in eval mode
     return out
 
 # %% ../nbs/15_explore.ipynb #5deb3ac9
+COLLAPSE_TOL = 1e-6  # attention weights closer than this count as equal
+
 @dataclass
 class ExplorerData:
     "Everything the explorer shows, one row per clip in `clips` order."
@@ -79,6 +81,12 @@ class ExplorerData:
     def graph_weights(self) -> np.ndarray:  # [clips, N]
         "Mean graph attention each modality receives (the mean over the attention rows); sums to 1 per clip."
         return self.graph_attention.mean(axis=1)
+
+    @property
+    def collapsed(self) -> np.ndarray:  # [clips] bool
+        "Clips whose graph-attention rows are all the same: the mixed tokens are one vector (see `ssl_mepr.fusion.collapsed_rows`)."
+        g = self.graph_attention
+        return np.nan_to_num(np.abs(g - g[:, :1, :]).max(axis=(1, 2)), nan=np.inf) <= COLLAPSE_TOL
 
     def row(self, clip_id: str) -> int:
         "The position of `clip_id` in `clips`."
@@ -112,7 +120,7 @@ def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trai
                        splits=("dev", "test"),  # splits to load (both corpora each)
                        manifest=None,  # DataFrame or CSV path; None: <run_dir>/corpus/manifest.csv
                        modalities=None,  # modalities the fusion model was trained on; None: all exported ones
-                       fusion: dict | None = None,  # the FusionConfig fields the run was trained with
+                       fusion: dict | None = None,  # the FusionConfig fields the run was trained with (None: its params.json's)
                        stage: str = "stage3",  # the fusion model's folder inside the run
                        chunk: int = 256,  # clips per forward/backward pass
                        device: str = DEFAULT_DEVICE  # where the model runs: auto, cpu, cuda, cuda:N
@@ -123,6 +131,7 @@ def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trai
     if isinstance(splits, str): splits = (splits,)
     manifest = run_manifest(run_dir, manifest)
     modalities = tuple(modalities or exported_modalities(run_dir))
+    if fusion is None: fusion = run_fusion_fields(json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").exists() else {})
     data = {s: stage3_split_from_run(run_dir / "stage2", manifest, s, modalities) for s in splits}
     device = resolve_device(device)
     model = _fusion_model(run_dir, data[splits[0]], modalities, fusion, stage).to(device)
@@ -170,7 +179,17 @@ def clip_summary(data: ExplorerData, clip_id: str) -> dict:
                               "personality query": data.cross_attention["personality"][i]},
                              index=pd.Index(data.modalities, name="modality"))
     attribution = pd.DataFrame(data.attributions[i], index=pd.Index(ATTRIBUTION_TARGETS, name="target"), columns=list(data.modalities))
-    return {"outputs": outputs, "attention": attention, "attribution": attribution}
+    return {"outputs": outputs, "attention": attention, "attribution": attribution, "collapsed": bool(data.collapsed[i])}
+
+# %% ../nbs/15_explore.ipynb #2ca11f06
+def attention_collapse_table(data: ExplorerData  # from `load_explorer_data`
+                            ) -> pd.DataFrame:  # per corpus and split: clips, and the share with collapsed / uniform attention
+    "How often the graph attention collapses and the task queries' attention is uniform, per corpus and split."
+    uniform = {k: np.nan_to_num(np.abs(v - 1.0 / v.shape[1]).max(axis=1), nan=np.inf) <= COLLAPSE_TOL for k, v in data.cross_attention.items()}
+    frame = data.clips[["corpus", "split"]].assign(collapsed_graph=data.collapsed, **{f"uniform_{k}_query": u for k, u in uniform.items()})
+    table = frame.groupby(["corpus", "split"]).agg(clips=("collapsed_graph", "size"), collapsed_graph=("collapsed_graph", "mean"),
+                                                    **{c: (c, "mean") for c in frame.columns if c.startswith("uniform_")})
+    return table
 
 # %% ../nbs/15_explore.ipynb #65d119b9
 def clip_figure(data: ExplorerData, clip_id: str,
@@ -201,6 +220,7 @@ def clip_figure(data: ExplorerData, clip_id: str,
         for j, col in enumerate(table.columns):
             ax.bar(np.arange(len(table)) - 0.4 + width * (j + 0.5), table[col], width, label=col)
         ax.axhline(0, color="black", linewidth=0.6)
+        if key == "attention" and s["collapsed"]: title += " (graph rows identical: the cross-attention is uniform)"
         ax.set_xticks(range(len(table)), table.index); ax.set_title(title, fontsize=9); ax.legend(fontsize=7, ncols=2)
     fig.suptitle(f"{clip_id} ({row.corpus}, {row.split}); dominant predicted emotion: {row.dominant_emotion}", fontsize=10)
     return fig

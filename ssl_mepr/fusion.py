@@ -14,12 +14,14 @@ from fastcore.basics import patch
 from .labels import N_EMOTIONS, N_TRAITS
 
 # %% auto #0
-__all__ = ['MODALITIES', 'RELEASED_INPUT_DIMS', 'AUTHORS_MODALITY_ORDER', 'AUTHORS_DISABLED_MODALITIES',
-           'AUTHORS_COMPONENT_ABLATIONS', 'FusionConfig', 'ModalityProjector', 'AdapterFusion', 'GraphAttentionFusion',
-           'GuideBank', 'FusionModel', 'parameters_by_component', 'FusionOutput', 'example_inputs']
+__all__ = ['MODALITIES', 'GRAPH_ATTENTION_SCORINGS', 'RELEASED_INPUT_DIMS', 'AUTHORS_MODALITY_ORDER',
+           'AUTHORS_DISABLED_MODALITIES', 'AUTHORS_COMPONENT_ABLATIONS', 'FusionConfig', 'ModalityProjector',
+           'AdapterFusion', 'GraphAttentionFusion', 'collapsed_rows', 'uniform_weights', 'GuideBank', 'FusionModel',
+           'parameters_by_component', 'FusionOutput', 'example_inputs']
 
 # %% ../nbs/09_fusion.ipynb #f6efbbe1
 MODALITIES = ("body", "face", "scene", "audio", "text")
+GRAPH_ATTENTION_SCORINGS = ("released", "gatv2")
 RELEASED_INPUT_DIMS = dict(body=2048, face=1024, scene=1536, audio=512, text=512)  # 2 x stage-2 width
 
 # %% ../nbs/09_fusion.ipynb #02ca3d16
@@ -39,6 +41,7 @@ class FusionConfig:
     use_personality_predict_projector: bool = True
     use_emotion_guide_bank: bool = True
     use_personality_guide_bank: bool = False  # released default: the trait bank is built but unused
+    graph_attention_scoring: str = "released"  # "released": GAT's static scoring; "gatv2": GATv2's dynamic one (see below)
 
     def __post_init__(self): self.validate()
 
@@ -62,6 +65,8 @@ def validate(self: FusionConfig):
     self.disabled_modalities = tuple(m for m in MODALITIES if m in names)
     if len(self.disabled_modalities) == len(MODALITIES):
         raise ValueError("FusionConfig.disabled_modalities disables all five modalities; at least one must stay active")
+    if self.graph_attention_scoring not in GRAPH_ATTENTION_SCORINGS:
+        raise ValueError(f"FusionConfig.graph_attention_scoring must be one of {GRAPH_ATTENTION_SCORINGS}; got {self.graph_attention_scoring!r}")
     return self
 
 @patch(as_prop=True)
@@ -117,23 +122,47 @@ class AdapterFusion(nn.Module):
 # %% ../nbs/09_fusion.ipynb #e3bcec21
 class GraphAttentionFusion(nn.Module):
     "Single-head graph attention over the complete graph of modality tokens (self-loops, no residual)."
-    def __init__(self, dim: int, dropout: float = 0.2, negative_slope: float = 0.2):
+    def __init__(self, dim: int, dropout: float = 0.2, negative_slope: float = 0.2,
+                 scoring: str = "released"  # "released" (GAT) or "gatv2" (see `_scores`)
+                ):
         super().__init__()
+        if scoring not in GRAPH_ATTENTION_SCORINGS: raise ValueError(f"scoring must be one of {GRAPH_ATTENTION_SCORINGS}; got {scoring!r}")
+        self.scoring = scoring
         self.W = nn.Linear(dim, dim, bias=False)
-        self.a = nn.Parameter(torch.empty(2 * dim, 1))
+        if scoring == "gatv2": self.pair = nn.Linear(2 * dim, dim, bias=False)  # GATv2's W applied to [h_i || h_j]
+        self.a = nn.Parameter(torch.empty(2 * dim if scoring == "released" else dim, 1))
         nn.init.xavier_uniform_(self.a, gain=1.414)
         self.leaky_relu = nn.LeakyReLU(negative_slope)
         self.dropout = nn.Dropout(dropout)
+
+    def _scores(self, h):  # [B, N, D] -> [B, N, N] e[b,i,j]
+        "Released: LeakyReLU(a1.h_i + a2.h_j). GATv2: a.LeakyReLU(P1 h_i + P2 h_j), with P = [P1 P2] the pair map."
+        D = h.shape[-1]
+        if self.scoring == "released":
+            return self.leaky_relu(h @ self.a[:D] + (h @ self.a[D:]).transpose(1, 2))
+        left, right = h @ self.pair.weight[:, :D].T, h @ self.pair.weight[:, D:].T  # [B, N, D] each
+        return (self.leaky_relu(left[:, :, None, :] + right[:, None, :, :]) @ self.a)[..., 0]
 
     def forward(self, z,  # [B, N, D] modality tokens
                 present=None  # [B, N] bool: False leaves that node out of every other node's neighbourhood (None: all in)
                ):        # -> ([B, N, D] mixed tokens, [B, N, N] attention before dropout)
         h = self.W(z)
-        a_self, a_other = self.a[: h.shape[-1]], self.a[h.shape[-1]:]
-        scores = self.leaky_relu(h @ a_self + (h @ a_other).transpose(1, 2))  # e[b,i,j]
+        scores = self._scores(h)  # e[b,i,j]
         if present is not None: scores = scores.masked_fill(~present[:, None, :], float("-inf"))
         attention = scores.softmax(dim=-1)
         return self.dropout(attention) @ h, attention
+
+# %% ../nbs/09_fusion.ipynb #a6b88f32
+def collapsed_rows(graph_attention: torch.Tensor,  # [B, N, N] graph-attention weights
+                   tol: float = 1e-6  # largest difference still counted as equal
+                  ) -> torch.Tensor:  # [B] bool
+    "Clips whose graph-attention rows are all the same (the mixed modality tokens are one vector)."
+    return (graph_attention - graph_attention[:, :1, :]).abs().amax(dim=(1, 2)) <= tol
+
+def uniform_weights(weights: torch.Tensor,  # [B, N] attention of one task query over the modalities
+                    tol: float = 1e-6) -> torch.Tensor:  # [B] bool
+    "Clips whose cross-attention gives every modality the same weight, 1/N."
+    return (weights - 1.0 / weights.shape[-1]).abs().amax(dim=-1) <= tol
 
 # %% ../nbs/09_fusion.ipynb #a758aba2
 class GuideBank(nn.Module):
@@ -171,7 +200,7 @@ def _build(self: FusionModel):
     c, d = self.config, self.config.hidden_dim
     self.projectors = nn.ModuleDict({m: nn.Sequential(ModalityProjector(c.input_dims[m], d, c.dropout),
                                                       AdapterFusion(d, c.dropout)) for m in MODALITIES})
-    if c.use_graph_attention: self.graph_attn = GraphAttentionFusion(d, c.dropout)
+    if c.use_graph_attention: self.graph_attn = GraphAttentionFusion(d, c.dropout, scoring=c.graph_attention_scoring)
     self.emo_query = nn.Parameter(torch.randn(1, 1, d))
     self.pkl_query = nn.Parameter(torch.randn(1, 1, d))
     if c.use_cross_attention:

@@ -20,7 +20,7 @@ from .metrics import emotion_metrics, personality_metrics, selection_scalars
 from .losses import EMOTION_LOSSES, UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
 from .unimodal import build_stage1, build_stage2, stage3_inputs, MODALITY_CONFIGS, CORRECTED, CrossDomainBase
 from .demo import DEMO_DIMS
-from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS
+from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS, GRAPH_ATTENTION_SCORINGS
 from .training import TensorData, TrainConfig, fit, load_best, FitResult, ProcessContext, process_context
 
 # %% auto #0
@@ -29,7 +29,7 @@ __all__ = ['PAIRINGS', 'STAGE1_SWITCHES', 'TRAIN_CLIPS', 'DEMO_BACKBONE_DIMS', '
            'concat_splits', 'prediction_metrics', 'predict_in_chunks', 'Stage1Task', 'Stage2Task', 'save_stage3_inputs',
            'load_stage3_inputs', 'export_stage3_inputs', 'stage3_split', 'complete_clips', 'coverage_counts',
            'Stage3Task', 'narrow_overrides', 'run_stage1', 'load_stage1', 'stage2_from_run', 'run_stage2',
-           'build_stage3_model', 'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec',
+           'build_stage3_model', 'run_stage3', 'stage3_split_from_run', 'project_root', 'RunSpec', 'run_fusion_fields',
            'run_sizes_and_switches', 'demo_backbones', 'run_spec', 'features_record', 'record_run_features',
            'corpus_backbones', 'run_stages', 'run_summary', 'summary_percent', 'read_params', 'run_params',
            'write_run_params', 'read_run_params', 'cli_run_stage', 'train_stages', 'RunParameterError',
@@ -417,6 +417,13 @@ class RunSpec:
     stage3_loss: dict = dataclasses.field(default_factory=dict)  # MultiTaskLoss arguments
     compare_supervised: bool = False  # also train stage 3 without the pseudo-label terms (into stage3-supervised/)
     stage3_train_clips: str = "all"  # "all" (masked) or "complete" (the authors': training clips missing a modality left out)
+    fusion: dict = dataclasses.field(default_factory=dict)  # FusionConfig fields set by the run (graph_attention_scoring)
+
+def run_fusion_fields(params: dict  # run parameters (params.json), complete or not
+                     ) -> dict:  # FusionConfig fields of the run's stage 3 (empty: the released model)
+    "The fusion-model fields a run's parameters set: the graph-attention scoring when it is not the released one."
+    scoring = params.get("graph_attention_scoring", "released")
+    return {} if scoring == "released" else {"graph_attention_scoring": scoring}
 
 def run_sizes_and_switches(model_width: int | None, max_layers: int, corrected: bool) -> tuple:
     "A run's model sizes ({modality: narrow_overrides}, None: released sizes) and switches (CORRECTED or none)."
@@ -444,7 +451,7 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
              stage1_epochs: int = 12, stage2_epochs: int = 8, stage3_epochs: int = 40, patience: int = 10,
              lr_unimodal: float = 1e-3, lr_fusion: float = 1e-3, stage3_emotion_loss: str = "ce_argmax",
              semi_supervised: bool = True, compare_supervised: bool = False, precision: str = "fp32",
-             stage3_train_clips: str = "all", progress: bool = True) -> RunSpec:
+             stage3_train_clips: str = "all", graph_attention_scoring: str = "released", progress: bool = True) -> RunSpec:
     "Resolve a run's parameters: corpus (demo built when needed), sizes, switches and per-stage TrainConfigs."
     from ssl_mepr.demo import make_demo_corpus
     from ssl_mepr.corpora import read_manifest
@@ -469,7 +476,8 @@ def run_spec(run_name: str = "demo", runs_root=None, corpus: str = "demo", demo_
     return RunSpec(run_dir, root / "features", manifest, tuple(modalities), sizes, switches,
                    "same_clip" if corrected else pairing,
                    {"stage1": cfg(stage1_epochs, lr_unimodal), "stage2": cfg(stage2_epochs, lr_unimodal), "stage3": cfg(stage3_epochs, lr_fusion)},
-                   {"emotion": stage3_emotion_loss, "semi_supervised": semi_supervised}, compare_supervised, stage3_train_clips)
+                   {"emotion": stage3_emotion_loss, "semi_supervised": semi_supervised}, compare_supervised, stage3_train_clips,
+                   run_fusion_fields({"graph_attention_scoring": graph_attention_scoring}))
 
 # %% ../nbs/11a_stages.ipynb #2a7b7898
 def features_record(features_root,  # the corpus's feature store
@@ -522,10 +530,10 @@ def run_stages(spec: RunSpec, upto: int,
         if stage == 1: out[1] = run_stage1(spec.run_dir, spec.features_root, spec.manifest, spec.modalities, spec.train["stage1"], spec.sizes, spec.switches, here)
         if stage == 2: out[2] = run_stage2(spec.run_dir, spec.features_root, spec.manifest, spec.modalities, spec.train["stage2"], spec.sizes, spec.switches, spec.pairing, here)
         if stage == 3:
-            out[3] = run_stage3(spec.run_dir, spec.manifest, spec.modalities, spec.train["stage3"], loss=spec.stage3_loss, ctx=here,
-                                train_clips=spec.stage3_train_clips)
+            out[3] = run_stage3(spec.run_dir, spec.manifest, spec.modalities, spec.train["stage3"], fusion=spec.fusion,
+                                loss=spec.stage3_loss, ctx=here, train_clips=spec.stage3_train_clips)
             if spec.compare_supervised and spec.stage3_loss.get("semi_supervised", True):  # the pseudo-label ablation
-                out["3-supervised"] = run_stage3(spec.run_dir, spec.manifest, spec.modalities, spec.train["stage3"],
+                out["3-supervised"] = run_stage3(spec.run_dir, spec.manifest, spec.modalities, spec.train["stage3"], fusion=spec.fusion,
                                                  loss={**spec.stage3_loss, "semi_supervised": False}, name="stage3-supervised", ctx=here,
                                                  train_clips=spec.stage3_train_clips)
     return out
@@ -654,7 +662,7 @@ _POSITIVE_INTS = ("stage1_epochs", "stage2_epochs", "stage3_epochs", "patience",
 _POSITIVE_FLOATS = ("lr_unimodal", "lr_fusion")
 _FLAGS = ("corrected", "semi_supervised", "compare_supervised", "progress")
 _RUN_CHOICES = {"demo_size": ("demo", "tiny"), "pairing": PAIRINGS, "stage3_emotion_loss": EMOTION_LOSSES, "precision": PRECISIONS,
-                "stage3_train_clips": TRAIN_CLIPS}
+                "stage3_train_clips": TRAIN_CLIPS, "graph_attention_scoring": GRAPH_ATTENTION_SCORINGS}
 
 def _run_value_problem(name: str, value) -> str | None:
     "What is wrong with one run parameter's value (None when it is fine)."

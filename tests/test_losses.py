@@ -299,7 +299,8 @@ def test_unimodal_loss_with_class_weights_from_train_targets():
 
 @pytest.mark.parametrize("overrides", [{"use_graph_attention": False}, {"use_cross_attention": False},
                                        {"use_emotion_guide_bank": False}, {"use_personality_guide_bank": True},
-                                       {"use_emotion_predict_projector": False}, {"disabled_modalities": ("audio", "text")}])
+                                       {"use_emotion_predict_projector": False}, {"disabled_modalities": ("audio", "text")},
+                                       {"graph_attention_scoring": "gatv2"}])
 def test_fusion_ablations_two_pass_matches_reference(overrides):
     "Every ablation of the fusion model: the two-pass path (or its fallback) gives the reference loop's wallets and weights."
     ref_model, ref_state, _, _ = _fusion_run("reference", config_overrides=overrides)

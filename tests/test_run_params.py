@@ -120,3 +120,20 @@ def test_a_corpus_with_an_empty_split_is_one_line_before_anything_is_written(tmp
                                capture_output=True, text=True, env=ENV, timeout=300)):
         one_line_exit_2(out, "manifest.csv: no mosei clips in split 'dev'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_gatv2_graph_attention_trains_and_every_reader_rebuilds_it(tmp_path):
+    "graph_attention_scoring: gatv2 as a run parameter: stage 3 has the GATv2 parameters, and analysis, explorer and predict load it."
+    import torch
+    from ssl_mepr.analysis import stage3_predictions
+    from ssl_mepr.explore import load_explorer_data
+    from ssl_mepr.predict import load_run
+    from ssl_mepr.stages import run_stages
+    spec = open_run({**TINY, "modalities": ["face", "text"], "runs_root": str(tmp_path), "run_name": "v2",
+                     "graph_attention_scoring": "gatv2", "progress": False}, "test")
+    run_stages(spec, 3)
+    state = torch.load(spec.run_dir / "stage3" / "best.pt", weights_only=True)["model"]
+    assert "graph_attn.pair.weight" in state and state["graph_attn.a"].shape == (256, 1)  # D-sized: the GATv2 layout
+    assert len(stage3_predictions(spec.run_dir, device="cpu")) > 0
+    assert load_explorer_data(spec.run_dir, splits=("test",), device="cpu").graph_attention.shape[1:] == (2, 2)
+    assert load_run(spec.run_dir, device="cpu").fusion_state["graph_attn.pair.weight"].shape == (256, 512)
