@@ -27,7 +27,7 @@ __all__ = ['METRIC_COLUMNS', 'PROB_PREFIX', 'SCORE_PREFIX', 'LABEL_PREFIX', 'COR
            'results_table', 'prediction_frame', 'exported_modalities', 'run_manifest', 'stage3_predictions',
            'latent_truth_frame', 'adjust_pvalues', 'correlation_matrix', 'emotion_trait_correlations',
            'trait_on_emotion_ols', 'dominant_emotion', 'traits_by_dominant_emotion', 'figure_path', 'save_figure',
-           'significance_stars', 'plot_correlation_heatmap', 'plot_ols_coefficients']
+           'markdown_table', 'significance_stars', 'plot_correlation_heatmap', 'plot_ols_coefficients']
 
 # %% ../nbs/14_analysis.ipynb #e2fc3699
 METRIC_COLUMNS = ["run", "stage", "modality", "task", "split", "metric", "value"]
@@ -279,6 +279,17 @@ def save_figure(fig: Figure, path) -> list:
     fig.savefig(png, dpi=150, bbox_inches="tight")
     with mpl.rc_context({"svg.hashsalt": "ssl_mepr"}): fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
     return [png, svg]
+
+# %% ../nbs/14_analysis.ipynb #24a29ba2
+def markdown_table(df: pd.DataFrame,  # the table; its index becomes the first columns
+                   digits: int = 2  # decimals of the numbers
+                  ) -> str:  # GitHub-flavoured markdown
+    "A DataFrame as a markdown table (NaN shown as an empty cell)."
+    flat = df.reset_index()
+    cell = lambda v: "" if isinstance(v, float) and np.isnan(v) else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(map(str, flat.columns)) + " |", "|" + "---|" * len(flat.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in flat.itertuples(index=False)]
+    return "\n".join(lines)
 
 # %% ../nbs/14_analysis.ipynb #046eaedf
 def significance_stars(p_adj: float) -> str:
