@@ -14,7 +14,7 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from fastcore.basics import patch
 from .labels import EMOTIONS, TRAITS
-from .fusion import FusionModel
+from .fusion import FusionModel, collapsed_rows, uniform_weights
 from .training import load_best
 from .devices import DEFAULT_DEVICE, resolve_device
 from .stages import stage3_split_from_run, split_rows, build_stage3_model, run_fusion_fields
@@ -22,8 +22,8 @@ from .analysis import (run_manifest, exported_modalities, prediction_frame, domi
                                PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX)
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_TARGETS', 'COLLAPSE_TOL', 'ALL', 'input_x_gradient', 'modality_attributions', 'ExplorerData',
-           'load_explorer_data', 'filter_clips', 'clip_summary', 'attention_collapse_table', 'clip_figure', 'Explorer']
+__all__ = ['ATTRIBUTION_TARGETS', 'ALL', 'input_x_gradient', 'modality_attributions', 'ExplorerData', 'load_explorer_data',
+           'filter_clips', 'clip_summary', 'attention_collapse_table', 'clip_figure', 'Explorer']
 
 # %% ../nbs/15_explore.ipynb #4571cbd8
 def input_x_gradient(output_fn,  # callable: dict of input tensors -> [B] outputs (one scalar per clip)
@@ -66,8 +66,6 @@ def modality_attributions(model: FusionModel,  # a fusion model in eval mode
     return out
 
 # %% ../nbs/15_explore.ipynb #5deb3ac9
-COLLAPSE_TOL = 1e-6  # attention weights closer than this count as equal
-
 @dataclass
 class ExplorerData:
     "Everything the explorer shows, one row per clip in `clips` order."
@@ -85,8 +83,7 @@ class ExplorerData:
     @property
     def collapsed(self) -> np.ndarray:  # [clips] bool
         "Clips whose graph-attention rows are all the same: the mixed tokens are one vector (see `ssl_mepr.fusion.collapsed_rows`)."
-        g = self.graph_attention
-        return np.nan_to_num(np.abs(g - g[:, :1, :]).max(axis=(1, 2)), nan=np.inf) <= COLLAPSE_TOL
+        return collapsed_rows(torch.from_numpy(self.graph_attention)).numpy()  # NaN (no graph attention): never collapsed
 
     def row(self, clip_id: str) -> int:
         "The position of `clip_id` in `clips`."
@@ -185,7 +182,7 @@ def clip_summary(data: ExplorerData, clip_id: str) -> dict:
 def attention_collapse_table(data: ExplorerData  # from `load_explorer_data`
                             ) -> pd.DataFrame:  # per corpus and split: clips, and the share with collapsed / uniform attention
     "How often the graph attention collapses and the task queries' attention is uniform, per corpus and split."
-    uniform = {k: np.nan_to_num(np.abs(v - 1.0 / v.shape[1]).max(axis=1), nan=np.inf) <= COLLAPSE_TOL for k, v in data.cross_attention.items()}
+    uniform = {k: uniform_weights(torch.from_numpy(v)).numpy() for k, v in data.cross_attention.items()}
     frame = data.clips[["corpus", "split"]].assign(collapsed_graph=data.collapsed, **{f"uniform_{k}_query": u for k, u in uniform.items()})
     table = frame.groupby(["corpus", "split"]).agg(clips=("collapsed_graph", "size"), collapsed_graph=("collapsed_graph", "mean"),
                                                     **{c: (c, "mean") for c in frame.columns if c.startswith("uniform_")})

@@ -348,12 +348,12 @@ def forget_clips(directory,  # a folder from `store_dir`
             atomic_write_text(path, table[~table.clip_id.isin(gone)].to_csv(index=False))
     return removed
 
-FINGERPRINT_BYTES = 65536  # a media file is fingerprinted by its size and this many bytes at each end (a copy keeps it; an edit changes it)
+FINGERPRINT_BYTES = 4096  # a media file is fingerprinted by its size and this many bytes at each end (a copy keeps it; an edit changes it)
 
 def clip_inputs(text,  # the clip's transcript cell (None or NaN: none)
                 *paths  # its media files (None: none)
                ) -> str:  # 16 hex digits
-    "A fingerprint of what a clip is extracted from: its text and each media file's name, size and first and last 64 KiB."
+    "A fingerprint of what a clip is extracted from: its text and each media file's name, size and first and last 4 KiB."
     parts = ["" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)]
     for p in paths:
         if p is None: parts.append("-"); continue
