@@ -10,7 +10,8 @@ import argparse, platform, statistics, time
 
 import torch
 
-from ssl_mepr.unimodal import CORRECTED, MODALITIES, PAPER_INPUT_DIMS, build_stage2
+from ssl_mepr.labels import MODALITIES
+from ssl_mepr.unimodal import CORRECTED, PAPER_INPUT_DIMS, build_stage2
 
 
 def training_step(model, x, lengths):

@@ -17,7 +17,7 @@ import matplotlib as mpl
 from .labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS, softmax
 from .demo import load_truth
 from .corpora import read_manifest
-from .fusion import MODALITIES
+from .labels import MODALITIES
 from .devices import DEFAULT_DEVICE, resolve_device
 from .training import load_best
 from .stages import Stage3Task, stage3_split_from_run, split_rows, project_root, SUMMARY_COLUMNS, build_stage3_model, run_fusion_fields

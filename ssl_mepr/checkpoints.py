@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from .features import atomic_write_bytes, atomic_write_text
-from .fusion import MODALITIES as FUSION_MODALITIES, RELEASED_INPUT_DIMS, FusionConfig, FusionModel
+from .fusion import RELEASED_INPUT_DIMS, FusionConfig, FusionModel
 from .labels import N_EMOTIONS, N_TRAITS
 from .training import save_checkpoint
-from .unimodal import MODALITIES, STAGE1_ONLY, TASKS, build_stage1, build_stage2, check_choice
+from .labels import MODALITIES
+from .unimodal import STAGE1_ONLY, TASKS, build_stage1, build_stage2, check_choice
 from .unimodal import AudioCrossDomainModel, AudioSingleTaskModel, CrossDomainModel, SingleTaskModel
 
 # %% auto #0
@@ -157,9 +158,9 @@ def infer_fusion_config(state_dict: Mapping,  # a stage-3 state dict (authors' k
                         **overrides           # FusionConfig fields that win over what is read here
                        ) -> FusionConfig:
     "The stage-3 config a state dict was trained with: widths from its shapes, ablated components from absent keys."
-    first = {m: state_dict.get(f"projectors.{m}.0.proj.0.weight") for m in FUSION_MODALITIES}
+    first = {m: state_dict.get(f"projectors.{m}.0.proj.0.weight") for m in MODALITIES}
     first = {m: w for m, w in first.items() if w is not None and w.ndim == 2}
-    inferred = dict(input_dims={m: first[m].shape[1] if m in first else RELEASED_INPUT_DIMS[m] for m in FUSION_MODALITIES},
+    inferred = dict(input_dims={m: first[m].shape[1] if m in first else RELEASED_INPUT_DIMS[m] for m in MODALITIES},
                     use_graph_attention=_has(state_dict, "graph_attn."), use_cross_attention=_has(state_dict, "cross_attn."),
                     use_emotion_predict_projector=_has(state_dict, "emo_logit_proj."),
                     use_personality_predict_projector=_has(state_dict, "per_logit_proj."),

@@ -10,23 +10,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastcore.script import call_parse
-from .labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS, soft_emotion_targets
+from .labels import MODALITIES, EMOTIONS, PRESENT_EMOTIONS, TRAITS, soft_emotion_targets
 from .features import store_dir, write_shard, read_sequences, atomic_write_text, atomic_write_bytes
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'DEMO_SPLIT_FRACTIONS', 'DEMO_DIMS', 'MODALITIES', 'DEMO_VERSION', 'EMOTION_GAIN', 'TRAIT_GAIN',
-           'DOMAIN_GAIN', 'EMOTION_TRAIT_COUPLING', 'EMOTION_RATES', 'VALENCE_SIGN', 'TRAIT_SPREAD', 'SIGNAL_SCALE',
-           'TRAIT_SIGNAL', 'NUISANCE_SCALE', 'NOISE_SCALE', 'DOMAIN_SHIFT_SCALE', 'sample_emotions', 'sample_traits',
-           'unit_directions', 'sequence_lengths', 'clip_sequence', 'DemoTruth', 'demo_transcript', 'generate_demo',
-           'demo_feature_config', 'make_demo_corpus', 'save_truth', 'load_truth', 'demo_manifest', 'demo_sequences',
-           'summarize_demo', 'pooled_demo_features', 'linear_probe', 'corpus_probe', 'probe_table',
-           'cli_make_demo_corpus']
+__all__ = ['DEMO_SIZES', 'DEMO_SPLIT_FRACTIONS', 'DEMO_DIMS', 'DEMO_VERSION', 'EMOTION_GAIN', 'TRAIT_GAIN', 'DOMAIN_GAIN',
+           'EMOTION_TRAIT_COUPLING', 'EMOTION_RATES', 'VALENCE_SIGN', 'TRAIT_SPREAD', 'SIGNAL_SCALE', 'TRAIT_SIGNAL',
+           'NUISANCE_SCALE', 'NOISE_SCALE', 'DOMAIN_SHIFT_SCALE', 'sample_emotions', 'sample_traits', 'unit_directions',
+           'sequence_lengths', 'clip_sequence', 'DemoTruth', 'demo_transcript', 'generate_demo', 'demo_feature_config',
+           'make_demo_corpus', 'save_truth', 'load_truth', 'demo_manifest', 'demo_sequences', 'summarize_demo',
+           'pooled_demo_features', 'linear_probe', 'corpus_probe', 'probe_table', 'cli_make_demo_corpus']
 
 # %% ../nbs/02_demo.ipynb #9282fd78
 DEMO_SIZES = {"demo": {"mosei": 1600, "fiv2": 800}, "tiny": {"mosei": 240, "fiv2": 180}}
 DEMO_SPLIT_FRACTIONS = {"train": 0.7, "dev": 0.15, "test": 0.15}
 DEMO_DIMS = {"body": 64, "face": 64, "scene": 64, "audio": 96, "text": 48}   # paper: 512, 512, 512, 1024, 384
-MODALITIES = tuple(DEMO_DIMS)
 DEMO_VERSION = 2   # 2: each emotion's traces outside its main modality weakened; domain shift 0.5 -> 2.0
 
 # %% ../nbs/02_demo.ipynb #9678f1f7

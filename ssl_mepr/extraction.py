@@ -14,20 +14,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .labels import MODALITIES, IMAGE_MODALITIES
 from .media import MediaError, read_frames, read_audio, make_detector, crop_sequence
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 from .features import store_dir, write_shard, finished_clip_ids, record_failures, read_failures, stored_inputs, forget_clips, clip_inputs, set_aside_garbled_shards
 
 # %% auto #0
-__all__ = ['MODALITIES', 'IMAGE_MODALITIES', 'MAX_FRAMES', 'MAX_TRANSCRIPT_BYTES', 'ExtractionSettings', 'modality_store_config',
-           'ClipExtraction', 'make_detectors', 'extract_clip', 'process_share', 'manifest_share', 'extract_manifest',
+__all__ = ['MAX_FRAMES', 'MAX_TRANSCRIPT_BYTES', 'ExtractionSettings', 'modality_store_config', 'ClipExtraction',
+           'make_detectors', 'extract_clip', 'process_share', 'manifest_share', 'extract_manifest',
            'add_extract_arguments', 'backbones_file', 'read_backbones_file', 'rank_device', 'run_extract',
            'extraction_report']
 
 # %% ../nbs/05a_extraction.ipynb #3a3f9bb4
-MODALITIES = ("body", "face", "scene", "audio", "text")
-IMAGE_MODALITIES = ("body", "face", "scene")
-
 MAX_FRAMES = 300  # frames per clip at most: each is decoded, searched for a face and a body, and embedded three times
 MAX_TRANSCRIPT_BYTES = 100_000  # a clip's words take a few hundred bytes; the text encoder keeps 512 tokens
 

@@ -11,16 +11,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .labels import N_EMOTIONS, N_TRAITS
+from .labels import MODALITIES, N_EMOTIONS, N_TRAITS
 
 # %% auto #0
-__all__ = ['MODALITIES', 'GRAPH_ATTENTION_SCORINGS', 'RELEASED_INPUT_DIMS', 'AUTHORS_MODALITY_ORDER',
-           'AUTHORS_DISABLED_MODALITIES', 'AUTHORS_COMPONENT_ABLATIONS', 'FusionConfig', 'ModalityProjector',
-           'AdapterFusion', 'GraphAttentionFusion', 'collapsed_rows', 'uniform_weights', 'GuideBank', 'FusionModel',
-           'parameters_by_component', 'FusionOutput', 'example_inputs']
+__all__ = ['GRAPH_ATTENTION_SCORINGS', 'RELEASED_INPUT_DIMS', 'AUTHORS_MODALITY_ORDER', 'AUTHORS_DISABLED_MODALITIES',
+           'AUTHORS_COMPONENT_ABLATIONS', 'FusionConfig', 'ModalityProjector', 'AdapterFusion', 'GraphAttentionFusion',
+           'collapsed_rows', 'uniform_weights', 'GuideBank', 'FusionModel', 'parameters_by_component', 'FusionOutput',
+           'example_inputs']
 
 # %% ../nbs/09_fusion.ipynb #f6efbbe1
-MODALITIES = ("body", "face", "scene", "audio", "text")
 GRAPH_ATTENTION_SCORINGS = ("released", "gatv2")
 RELEASED_INPUT_DIMS = dict(body=2048, face=1024, scene=1536, audio=512, text=512)  # 2 x stage-2 width
 

@@ -15,7 +15,8 @@ import torch
 from .labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS, presence_from_probs
 from .media import MediaError
 from .features import atomic_write_bytes
-from .fusion import FusionModel, MODALITIES
+from .fusion import FusionModel
+from .labels import MODALITIES
 from .unimodal import stage3_inputs
 from .checkpoints import CheckpointError, infer_fusion_config
 from .training import load_checkpoint

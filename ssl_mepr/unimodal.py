@@ -10,12 +10,12 @@ from fastcore.basics import patch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .labels import N_EMOTIONS, N_TRAITS
+from .labels import MODALITIES, N_EMOTIONS, N_TRAITS
 from .encoders import AuthorsTransformerLayer, build_encoder, check_lengths, padding_mask, pool
 
 # %% auto #0
 __all__ = ['CORRECTED', 'HEAD_NONLINEARITIES', 'TRAIT_ACTIVATIONS', 'TASKS', 'FAMILIES', 'STAGE1_ENCODERS', 'PAPER_INPUT_DIMS',
-           'MODALITY_CONFIGS', 'MODALITIES', 'STAGE1_ONLY', 'STAGE3_KEYS', 'seeded', 'checked_lengths', 'projection',
+           'MODALITY_CONFIGS', 'STAGE1_ONLY', 'STAGE3_KEYS', 'seeded', 'checked_lengths', 'projection',
            'prediction_head', 'check_choice', 'SingleTaskModel', 'EmotionModel', 'PersonalityModel', 'EmotionMamba',
            'EmotionTransformer', 'PersonalityMamba', 'PersonalityTransformer', 'AudioSingleTaskModel',
            'AudioEmotionModel', 'AudioPersonalityModel', 'pad_steps', 'attention_padding_mask', 'CrossDomainBase',
@@ -392,7 +392,7 @@ MODALITY_CONFIGS = {
         stage2=dict(hidden_dim=256, out_features=256, num_layers=2, num_heads=4, positional_encoding=True,
                     dropout=0.1, activation="sigmoid", head_nonlinearity="silu", detach_projections=True)),
 }
-MODALITIES = tuple(MODALITY_CONFIGS)
+
 
 # %% ../nbs/08_unimodal.ipynb #f0afec3c
 STAGE1_ONLY = ("encoder", "mamba_d_state")

@@ -1,5 +1,6 @@
 "The released stage-3 state-dict layout, written by hand from the reference notes, shared by the tests."
-from ssl_mepr.fusion import MODALITIES, RELEASED_INPUT_DIMS
+from ssl_mepr.fusion import RELEASED_INPUT_DIMS
+from ssl_mepr.labels import MODALITIES
 
 D = 256  # released hidden width
 

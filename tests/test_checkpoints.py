@@ -8,9 +8,10 @@ import torch
 
 from ssl_mepr.checkpoints import (CheckpointError, export_released, load_released, read_released, safe_load_state_dict,
                                   sha256_file, strict_load, verify_manifest, write_manifest)
-from ssl_mepr.fusion import MODALITIES as FUSION_MODALITIES, RELEASED_INPUT_DIMS, FusionModel, example_inputs
+from ssl_mepr.fusion import RELEASED_INPUT_DIMS, FusionModel, example_inputs
 from ssl_mepr.training import save_checkpoint
-from ssl_mepr.unimodal import MODALITIES, MODALITY_CONFIGS, build_stage1, build_stage2
+from ssl_mepr.labels import MODALITIES
+from ssl_mepr.unimodal import MODALITY_CONFIGS, build_stage1, build_stage2
 
 from released_layout import D, released_shapes
 

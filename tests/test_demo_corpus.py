@@ -9,9 +9,9 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score
 
-from ssl_mepr.demo import (DEMO_DIMS, DOMAIN_GAIN, EMOTION_GAIN, TRAIT_GAIN, MODALITIES, linear_probe,
+from ssl_mepr.demo import (DEMO_DIMS, DOMAIN_GAIN, EMOTION_GAIN, TRAIT_GAIN, linear_probe,
                            load_truth, make_demo_corpus, pooled_demo_features)
-from ssl_mepr.labels import EMOTIONS, TRAITS, true_presence
+from ssl_mepr.labels import EMOTIONS, MODALITIES, TRAITS, true_presence
 
 BIN = Path(sys.executable).parent
 

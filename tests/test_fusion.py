@@ -4,7 +4,8 @@ from itertools import combinations
 import pytest
 import torch
 
-from ssl_mepr.fusion import (MODALITIES, RELEASED_INPUT_DIMS, FusionConfig, FusionModel, FusionOutput,
+from ssl_mepr.labels import MODALITIES
+from ssl_mepr.fusion import (RELEASED_INPUT_DIMS, FusionConfig, FusionModel, FusionOutput,
                              example_inputs, parameters_by_component)
 
 from released_layout import D, released_shapes

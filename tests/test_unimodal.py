@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from ssl_mepr.demo import DEMO_DIMS
+from ssl_mepr.labels import MODALITIES
 from ssl_mepr.fusion import RELEASED_INPUT_DIMS
-from ssl_mepr.unimodal import (CORRECTED, MODALITIES, MODALITY_CONFIGS, PAPER_INPUT_DIMS, STAGE3_KEYS,
+from ssl_mepr.unimodal import (CORRECTED, MODALITY_CONFIGS, PAPER_INPUT_DIMS, STAGE3_KEYS,
                                AudioCrossDomainModel, CrossDomainModel, build_stage1, build_stage2, pad_steps,
                                stage3_inputs)
 
