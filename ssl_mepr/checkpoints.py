@@ -70,12 +70,14 @@ def _safetensors_load(path: Path) -> dict:  # {"state_dict": ..., "config": dict
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model")  # authors' two wrappers, then our runs' checkpoints
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
+# %% ../nbs/12_checkpoints.ipynb #dde1890f
 def _preview(names, limit: int = 10) -> str:
     "The first `limit` names, and how many more."
     names = [str(n) for n in names]
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
+# %% ../nbs/12_checkpoints.ipynb #3dc832c7
 def _strip_prefixes(state_dict: dict) -> dict:
     "Remove each WRAPPER_PREFIXES prefix that every key carries (repeatedly, for stacked wrappers)."
     stripped = True
@@ -110,6 +112,7 @@ def _unwrap(obj,          # what the file held
 def _source_name(source) -> str:
     return "<in-memory checkpoint>" if isinstance(source, Mapping) else str(source)
 
+# %% ../nbs/12_checkpoints.ipynb #3f8766ce
 def read_released(source  # path to a .pt/.pth/.safetensors file, or an already-loaded mapping
                  ) -> tuple:  # (state dict {name: tensor}, config dict or None)
     "Read a checkpoint safely and unwrap it into its state dict and the config stored beside it."
@@ -119,6 +122,7 @@ def read_released(source  # path to a .pt/.pth/.safetensors file, or an already-
     obj = _safetensors_load(path) if path.suffix == ".safetensors" else _torch_load(path)
     return _unwrap(obj, str(path))
 
+# %% ../nbs/12_checkpoints.ipynb #5aeb2098
 def safe_load_state_dict(source  # path to a .pt/.pth/.safetensors file, or an already-loaded mapping
                         ) -> dict:  # {parameter name: tensor}, wrappers and prefixes removed
     "The state dict of a checkpoint, read with weights_only=True and unwrapped."
@@ -129,6 +133,7 @@ def _section(title: str, items: list, limit: int = 10) -> str:
     "One indented line of a mismatch report."
     return f"\n  {title} ({len(items)}): {_preview(items, limit)}" if items else ""
 
+# %% ../nbs/12_checkpoints.ipynb #ccd7af72
 def strict_load(model: nn.Module,        # the model to fill (built with the checkpoint's sizes)
                 state_dict: Mapping,     # {parameter name: tensor}, already unwrapped
                 source_name: str = "state dict",  # the file or source, for the message
@@ -154,6 +159,7 @@ def strict_load(model: nn.Module,        # the model to fill (built with the che
 def _has(state_dict: Mapping, prefix: str) -> bool:
     return any(k.startswith(prefix) for k in state_dict)
 
+# %% ../nbs/12_checkpoints.ipynb #d35a7a8b
 def infer_fusion_config(state_dict: Mapping,  # a stage-3 state dict (authors' key names)
                         **overrides           # FusionConfig fields that win over what is read here
                        ) -> FusionConfig:
@@ -242,6 +248,7 @@ def _build_stage3(state_dict, overrides) -> FusionModel:
         if hasattr(model, bank) and not used and not _has(state_dict, bank + "."): delattr(model, bank)
     return model
 
+# %% ../nbs/12_checkpoints.ipynb #5fa22ea6
 def _build_stage2(state_dict, config, modality, overrides) -> nn.Module:
     "Two stage-1 models and the stage-2 model around them, each shaped like its part of the state dict."
     stage1_switches = {k: overrides[k] for k in ("use_padding_mask", *STAGE1_ONLY) if k in overrides}
@@ -291,6 +298,7 @@ def _relative(path, folder: Path) -> str:
     try: return full.relative_to(folder.resolve()).as_posix()
     except ValueError: raise ValueError(f"{path}: not inside the manifest's folder {folder}") from None
 
+# %% ../nbs/12_checkpoints.ipynb #1fa4a95a
 def write_manifest(folder,       # the folder the manifest describes; manifest.json is written there
                    files=None    # paths to list (relative to `folder` or absolute inside it); None: every file below it
                   ) -> Path:     # the manifest's path
@@ -330,6 +338,7 @@ def _check_entry(path: Path, entry: dict) -> str | None:
     digest = sha256_file(path)
     if digest != entry["sha256"]: return f"SHA-256 {digest[:16]}... differs from the manifest's {entry['sha256'][:16]}..."
 
+# %% ../nbs/12_checkpoints.ipynb #a76bc59a
 def verify_manifest(manifest_path,  # a manifest.json written by write_manifest
                     files=None      # check only these (relative to the manifest's folder, or absolute); None: all
                    ) -> None:

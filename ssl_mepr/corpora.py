@@ -31,6 +31,7 @@ LABELS_OF = {"mosei": EMOTIONS, "fiv2": TRAITS}  # the label columns each corpus
 class CorpusError(ValueError):
     "A corpus file or argument that cannot be read; the message names the file (or argument) and the problem."
 
+# %% ../nbs/01_corpora.ipynb #698df246
 def _did_you_mean(name, candidates) -> str:
     "' (did you mean 'x'?)' for the candidate closest to `name` (case first, then spelling), or ''."
     folded = {str(c).lower(): str(c) for c in candidates}
@@ -39,6 +40,7 @@ def _did_you_mean(name, candidates) -> str:
     close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.6)
     return f" (did you mean {folded[close[0]]!r}?)" if close else ""
 
+# %% ../nbs/01_corpora.ipynb #a3ecf2bf
 def _few(items, n: int = 3) -> str:
     "The first `n` items quoted, and how many more there are."
     items = list(items)
@@ -84,8 +86,10 @@ def _missing_columns(required, present, source: str):
     names = ", ".join(f"{c!r}{_did_you_mean(c, unexpected)}" for c in missing)
     raise CorpusError(f"{source}: missing column{'s' if len(missing) > 1 else ''} {names}")
 
+# %% ../nbs/01_corpora.ipynb #d7f33de8
 def _is_text(x) -> bool: return isinstance(x, str)
 
+# %% ../nbs/01_corpora.ipynb #47efc7ae
 def _check_labels(df: pd.DataFrame, source: str):
     "Label columns numeric; no NaN where the row's corpus has that label; present values within [0, 1]."
     for col in LABEL_COLUMNS:
@@ -105,6 +109,7 @@ def _check_labels(df: pd.DataFrame, source: str):
             raise CorpusError(f"{source}: label {col!r} out of range [0, 1]: {float(v[bad].iloc[0])!r} for clip "
                               f"{df['clip_id'][bad].iloc[0]!r} ({int(bad.sum())} value(s) in all)")
 
+# %% ../nbs/01_corpora.ipynb #d346a758
 def validate_manifest(df: pd.DataFrame,  # a manifest table
                       source: str  # what to name in errors: the file or argument it came from
                      ) -> pd.DataFrame:  # the same table, unchanged
@@ -136,6 +141,7 @@ def _paths(values, index) -> pd.Series:
     "A column of paths: strings, or None where there is no file."
     return pd.Series([v if isinstance(v, str) and v else None for v in values], index=index, dtype=object)
 
+# %% ../nbs/01_corpora.ipynb #775d901d
 def _build_manifest(clip_ids, corpus: str, split, text, labels: dict, extra: dict | None = None) -> pd.DataFrame:
     "A manifest from per-clip lists: `labels` maps label columns to values; absent label columns are NaN."
     n = len(clip_ids)
@@ -188,6 +194,7 @@ def attach_media(manifest: pd.DataFrame,  # a manifest
                       "they are kept with empty paths (see corpora.missing_media)", stacklevel=2)
     return out
 
+# %% ../nbs/01_corpora.ipynb #ad72d572
 def missing_media(manifest: pd.DataFrame  # a manifest
                  ) -> pd.DataFrame:  # clip_id, corpus, split, missing ("video", "audio" or "video, audio")
     "The clips whose video or audio is not known, and which of the two is missing (a video file's own sound track counts as audio)."
@@ -207,11 +214,13 @@ def _read_csv(path, **kwargs) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise CorpusError(f"{path}: not a readable CSV file ({type(e).__name__}: {e})") from None
 
+# %% ../nbs/01_corpora.ipynb #a774369e
 def _strip_video_extension(name: str) -> str:
     "A clip name without a trailing video extension (`abc.003.mp4` -> `abc.003`; `abc.003` is unchanged)."
     stem, ext = os.path.splitext(name)
     return stem if ext.lower() in VIDEO_EXTENSIONS else name
 
+# %% ../nbs/01_corpora.ipynb #9fd03481
 def _numeric_column(table: pd.DataFrame, col: str, source: str) -> np.ndarray:
     "A CSV column as float64; a cell that is not a number is an error naming the column and the line."
     values = pd.to_numeric(table[col], errors="coerce")
@@ -244,6 +253,7 @@ def read_authors_csv(path,  # the authors' `{split}_full.csv` for one corpus and
 CMU_RANGES = {"sentiment": (-3.0, 3.0), "emotion": (0.0, 3.0)}  # value ranges of the CMU label rows
 _RANGE_SLACK = 1e-5  # float32 storage puts 3 at 3.0000001 at worst
 
+# %% ../nbs/01_corpora.ipynb #09367165
 def read_csd_labels(labels_csd  # a CMU SDK computational sequence (HDF5), e.g. CMU_MOSEI_Labels.csd
                    ) -> dict:  # {video_id: (features [m,7] float64, intervals [m,2] float64)}
     "Every video's label rows and segment intervals from a CSD file, checked for layout, NaN and range."
@@ -267,6 +277,7 @@ def read_csd_labels(labels_csd  # a CMU SDK computational sequence (HDF5), e.g. 
             out[vid] = _checked_label_rows(*arrays, f"{source}: video {vid!r}")
     return out
 
+# %% ../nbs/01_corpora.ipynb #03200225
 def _checked_label_rows(features, intervals, where: str):
     "The two arrays of one video after checking shapes, NaN and value ranges."
     if features.ndim != 2 or features.shape[1] != 7: raise CorpusError(f"{where}: features must be m x 7, got shape {features.shape}")
@@ -321,6 +332,7 @@ def _folds(folds) -> tuple[dict, str]:
         split_of[vid] = split
     return split_of, source
 
+# %% ../nbs/01_corpora.ipynb #a9a9d317
 def read_folds(folds  # {split: [video ids]}, or a path to a JSON file of that shape or to a CSV with video_id, split
               ) -> dict:  # {video_id: split}
     "Each video's split from a fold list; accepted split spellings are normalised; a video in two folds is an error."
@@ -329,6 +341,7 @@ def read_folds(folds  # {split: [video ids]}, or a path to a JSON file of that s
 # %% ../nbs/01_corpora.ipynb #d64acac5
 TRANSCRIPT_START_TOLERANCE = 0.05  # seconds between a CSD segment's start and its transcript line's start
 
+# %% ../nbs/01_corpora.ipynb #6be31629
 def read_mosei_transcripts(folder  # a folder of MOSEI transcript .txt files (searched recursively)
                           ) -> pd.DataFrame:  # video_id, segment, start, end, text
     "Every line `video_id___k___start___end___text` of the .txt files under `folder`."
@@ -348,6 +361,7 @@ def read_mosei_transcripts(folder  # a folder of MOSEI transcript .txt files (se
                 raise CorpusError(f"{path}: line {n}: expected video_id___k___start___end___text with numeric k, start, end") from None
     return pd.DataFrame(rows, columns=["video_id", "segment", "start", "end", "text"])
 
+# %% ../nbs/01_corpora.ipynb #b75075bd
 def match_segments(video_ids,  # each label row's video id
                    starts, ends,  # each label row's segment start and end (seconds)
                    transcripts: pd.DataFrame  # from `read_mosei_transcripts`
@@ -365,6 +379,7 @@ def match_segments(video_ids,  # each label row's video id
         else: out.append((-1, ""))
     return pd.DataFrame(out, columns=["segment", "text"])
 
+# %% ../nbs/01_corpora.ipynb #e5db5895
 def unmatched_clip_id(video_id: str, start: float, end: float) -> str:
     "The id of a labelled segment that no transcript line (hence no media file) matches."
     return f"{video_id}@{start:.2f}-{end:.2f}"
@@ -414,23 +429,27 @@ def read_mosei_csd(labels_csd,  # CMU SDK label file (HDF5), e.g. CMU_MOSEI_Labe
 class RefusedGlobal(pickle.UnpicklingError):
     "A pickle named a global that the restricted unpickler does not build."
 
+# %% ../nbs/01_corpora.ipynb #7166584e
 def _numpy_scalar():
     "numpy's scalar reconstructor (its module moved from numpy.core to numpy._core in numpy 2)."
     try: from numpy._core.multiarray import scalar
     except ImportError: from numpy.core.multiarray import scalar
     return scalar
 
+# %% ../nbs/01_corpora.ipynb #f5253a65
 def _numeric_dtype(spec, *args):
     "numpy.dtype for the pickle, restricted to bool, integer and float dtypes."
     dtype = np.dtype(spec, *args)
     if dtype.kind not in "biuf": raise RefusedGlobal(f"refused numpy dtype {dtype}: only numeric scalars are allowed")
     return dtype
 
+# %% ../nbs/01_corpora.ipynb #1497f146
 def _latin1_encode(text, encoding="latin1", errors="strict"):
     "_codecs.encode for the pickle, restricted to latin-1 (how protocol 2 stores bytes)."
     if codecs.lookup(encoding).name != "iso8859-1": raise RefusedGlobal(f"refused _codecs.encode with {encoding!r}")
     return codecs.encode(text, "latin1", errors)
 
+# %% ../nbs/01_corpora.ipynb #69e3bd20
 class RestrictedUnpickler(pickle.Unpickler):
     "An unpickler that builds only plain containers, strings, numbers and numpy numeric scalars."
     def find_class(self, module, name):
@@ -452,6 +471,7 @@ def _plain_tree(obj, source: str, where: str = "the top level"):
     if isinstance(obj, (int, float, np.integer, np.floating)) and not isinstance(obj, (bool, np.bool_)): return float(obj)
     raise CorpusError(f"{source}: a {type(obj).__name__} under {where}; only dicts, strings and numbers are allowed")
 
+# %% ../nbs/01_corpora.ipynb #d90809cb
 def load_data_pickle(path  # a pickle holding nested dicts of strings and numbers (e.g. the FIv2 annotations)
                     ) -> dict:  # the dict, numbers as float
     "Load a Python-2 or -3 pickle with the restricted unpickler (latin-1 strings) and check it holds only data."
@@ -506,6 +526,7 @@ def read_fiv2(annotation_pkl,  # annotation_{training,validation,test}.pkl: {tra
 # %% ../nbs/01_corpora.ipynb #c34089bb
 _TEXT_COLUMNS = ("clip_id", "corpus", "split", "video_path", "audio_path", "text")
 
+# %% ../nbs/01_corpora.ipynb #f5d03b3a
 def write_manifest(df: pd.DataFrame,  # a manifest
                    path  # the CSV file to write (folders are created)
                   ) -> Path:  # the path written
@@ -516,6 +537,7 @@ def write_manifest(df: pd.DataFrame,  # a manifest
         with open(tmp, "w", encoding="utf-8", newline="") as fh: df.to_csv(fh, index=False)
     return path
 
+# %% ../nbs/01_corpora.ipynb #fee872ff
 def read_manifest(path  # a manifest CSV written by write_manifest (or by hand, columns in any order)
                  ) -> pd.DataFrame:  # the validated manifest
     "Read a manifest CSV back with the kit's column order and types, and validate it."

@@ -63,6 +63,7 @@ EMOTION_RATES = pd.DataFrame([[0.22, 0.17, 0.08, 0.52, 0.25, 0.10],   # MOSEI-li
                              index=["mosei", "fiv2"], columns=list(PRESENT_EMOTIONS))
 VALENCE_SIGN = np.array([-1.0, -1.0, -0.5, 1.0, -1.0, 0.3])  # how valence moves each emotion's presence
 
+# %% ../nbs/02_demo.ipynb #92bb8cce
 def sample_emotions(rng: np.random.Generator,  # the generator's random state
                     n: int,  # number of clips
                     corpus: str  # "mosei" or "fiv2": which presence rates to use
@@ -77,6 +78,7 @@ def sample_emotions(rng: np.random.Generator,  # the generator's random state
 
 TRAIT_SPREAD = 0.9  # how far trait scores spread around 0.5 (FIv2's labels have a standard deviation of about 0.15)
 
+# %% ../nbs/02_demo.ipynb #4acc9a73
 def sample_traits(rng: np.random.Generator,  # the generator's random state
                   intensities: np.ndarray  # [n, 6] latent emotion intensities of the same clips
                  ) -> np.ndarray:  # [n, 5] trait scores in (0, 1)
@@ -88,11 +90,13 @@ def sample_traits(rng: np.random.Generator,  # the generator's random state
 # %% ../nbs/02_demo.ipynb #4e6fd7af
 SIGNAL_SCALE, TRAIT_SIGNAL, NUISANCE_SCALE, NOISE_SCALE, DOMAIN_SHIFT_SCALE = 3.5, 0.22, 0.3, 1.0, 2.0
 
+# %% ../nbs/02_demo.ipynb #b0969310
 def unit_directions(rng, n: int, dim: int) -> np.ndarray:
     "n random unit vectors in R^dim."
     v = rng.normal(size=(n, dim))
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
+# %% ../nbs/02_demo.ipynb #4044cc82
 def sequence_lengths(rng: np.random.Generator,  # random state
                      modality: str,  # which modality (decides the length distribution)
                      corpus: str,  # "mosei" (utterances of varying length) or "fiv2" (15-second clips)
@@ -172,6 +176,7 @@ def _split_names(rng, n: int) -> np.ndarray:
     counts[0] = n - sum(counts[1:])
     return rng.permutation(np.repeat(list(DEMO_SPLIT_FRACTIONS), counts))
 
+# %% ../nbs/02_demo.ipynb #03728a7c
 def generate_demo(seed: int = 42,  # the one seed everything is drawn from
                   size: str = "demo"  # "demo" (1,600 MOSEI-like + 800 FIv2-like clips) or "tiny"
                  ) -> tuple[pd.DataFrame, dict, DemoTruth]:  # manifest, {modality: [N arrays [T, D]]}, truth
@@ -209,6 +214,7 @@ def demo_feature_config(modality: str, seed: int, size: str) -> dict:
     return {"extractor": "ssl_mepr.demo", "version": DEMO_VERSION, "modality": modality,
             "dim": DEMO_DIMS[modality], "seed": seed, "size": size}
 
+# %% ../nbs/02_demo.ipynb #c6899a2f
 def make_demo_corpus(root,  # folder to write into (created)
                      seed: int = 42,  # the generator's seed
                      size: str = "demo",  # "demo" or "tiny"
@@ -246,6 +252,7 @@ def save_truth(truth: DemoTruth, root) -> None:
     tables = {name: getattr(truth, name).to_dict() for name in ("emotion_gain", "trait_gain", "domain_gain", "coupling")}
     atomic_write_text(Path(root) / "truth.json", json.dumps(tables, indent=1))
 
+# %% ../nbs/02_demo.ipynb #a13db14d
 def load_truth(root) -> DemoTruth:
     "Read the ground truth of a demo corpus built by `make_demo_corpus`."
     with np.load(Path(root) / "truth.npz") as z:
@@ -258,6 +265,7 @@ def demo_manifest(root) -> pd.DataFrame:
     "The manifest of a demo corpus."
     return pd.read_csv(Path(root) / "manifest.csv", keep_default_na=True).fillna({"text": ""})
 
+# %% ../nbs/02_demo.ipynb #3b147bf8
 def demo_sequences(root, corpus: str, split: str, modality: str):
     "The stored sequences of one corpus/split/modality of a demo corpus (a `SequenceSet`)."
     spec = json.loads((Path(root) / "demo.json").read_text())
@@ -286,6 +294,7 @@ def pooled_demo_features(root, corpus: str, split: str, modalities=MODALITIES) -
     X = np.hstack([demo_sequences(root, corpus, split, m).select(ids).pooled() for m in modalities])
     return X, man.set_index("clip_id")
 
+# %% ../nbs/02_demo.ipynb #8ea151b7
 def linear_probe(root, modalities=MODALITIES, eval_split: str = "test", C: float = 0.05, alpha: float = 10.0) -> dict:
     "Fit a logistic (emotion) and ridge (trait) probe on train; return emotion and personality metrics on `eval_split`."
     from sklearn.linear_model import LogisticRegression, Ridge

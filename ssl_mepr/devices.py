@@ -55,11 +55,13 @@ def to_device(tensor: torch.Tensor,  # a tensor, usually on the CPU
 # %% ../nbs/00a_devices.ipynb #854e3717
 PRECISIONS = ("fp32", "bf16")
 
+# %% ../nbs/00a_devices.ipynb #4bdfdf6c
 def check_precision(precision: str) -> str:
     "`precision` if it is one of PRECISIONS (ValueError otherwise)."
     if precision not in PRECISIONS: raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS} (fp16 is not offered: GradNorm's own backward passes take no loss scaling)")
     return precision
 
+# %% ../nbs/00a_devices.ipynb #2ff9776a
 def autocast(device: torch.device,  # the device the model runs on
              precision: str = "fp32"  # "fp32" (released) or "bf16"
             ):
@@ -68,6 +70,7 @@ def autocast(device: torch.device,  # the device the model runs on
     if precision == "fp32": return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
+# %% ../nbs/00a_devices.ipynb #e2d8f6a3
 def full_precision(device: torch.device  # the device the arithmetic runs on
                   ):
     "A context that switches autocast off inside an autocast region (for arithmetic on gradients, such as GradNorm's)."

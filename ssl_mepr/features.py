@@ -50,6 +50,7 @@ def process_running(pid: int  # a process id on this host
     try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError): return True
 
+# %% ../nbs/05_features.ipynb #29cbf3bf
 def _try_lock(fd: int) -> bool | None:
     "Take an exclusive lock on an open file without waiting: True taken, False held by someone, None unsupported here."
     if fcntl is None: return None
@@ -57,6 +58,7 @@ def _try_lock(fd: int) -> bool | None:
     except BlockingIOError: return False
     except OSError: return None
 
+# %% ../nbs/05_features.ipynb #77bebc2f
 def _lock_is_held(path: Path) -> bool | None:
     "Whether some open file holds `path`'s lock (None: cannot tell on this file system)."
     try: fd = os.open(path, os.O_RDONLY)
@@ -77,6 +79,7 @@ def temporary_abandoned(path  # a temporary file named by `replacing`
     held = _lock_is_held(Path(path))
     return not held if held is not None else pid != os.getpid()
 
+# %% ../nbs/05_features.ipynb #358a7f02
 def remove_abandoned_temporaries(folder,  # a folder that this process is about to write into
                                  recursive: bool = False  # also every folder below it
                                 ) -> list:  # the paths removed
@@ -108,6 +111,7 @@ def replacing(path  # the file to write (its folder is created)
         Path(tmp).unlink(missing_ok=True); raise
     finally: os.close(fd)
 
+# %% ../nbs/05_features.ipynb #ee2955a9
 def atomic_write_bytes(path,  # destination file
                        data: bytes  # the whole content
                       ) -> Path:
@@ -116,6 +120,7 @@ def atomic_write_bytes(path,  # destination file
         with open(tmp, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
     return Path(path)
 
+# %% ../nbs/05_features.ipynb #a8c29dc4
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically."
     return atomic_write_bytes(path, text.encode("utf-8"))
@@ -135,6 +140,7 @@ def store_dir(root,  # the store's root folder
         atomic_write_text(cfg, json.dumps(config, sort_keys=True, indent=1, default=str))
     return d
 
+# %% ../nbs/05_features.ipynb #109a72ab
 def store_configs(root, corpus: str, split: str, modality: str) -> list[dict]:
     "The extractor configurations stored for one corpus/split/modality (one dict per key folder)."
     base = Path(root) / corpus / split / modality
@@ -162,6 +168,7 @@ def _fingerprint_tensor(clip_ids, inputs: dict | None) -> dict:
     if not inputs or any(c not in inputs for c in clip_ids): return {}
     return {"inputs": np.array([int(inputs[c], 16) for c in clip_ids], dtype=np.uint64).view(np.int64)}
 
+# %% ../nbs/05_features.ipynb #277c7664
 def write_shard(directory,  # a folder from `store_dir`
                 clip_ids,  # n clip ids, in row order
                 sequences,  # n arrays of shape [T_i, D] (T_i may be 0)
@@ -235,10 +242,12 @@ class SequenceSet:
 class GarbledShardError(ValueError):
     "A feature shard that cannot be read (the message names the file and what to do)."
 
+# %% ../nbs/05_features.ipynb #35c13d65
 def _garbled(path, e: Exception) -> GarbledShardError:
     return GarbledShardError(f"{path}: not a readable feature shard ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
                              "run `ssl-mepr extract` again: it sets such shards aside and extracts their clips again")
 
+# %% ../nbs/05_features.ipynb #ac91b22d
 def read_shard(path) -> SequenceSet:
     "Read one shard file (GarbledShardError naming it when it cannot be read)."
     try:
@@ -249,6 +258,7 @@ def read_shard(path) -> SequenceSet:
     except Exception as e: raise _garbled(path, e) from None
     return SequenceSet(ids, values, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
+# %% ../nbs/05_features.ipynb #8b0be6fe
 def read_sequences(directory,  # a folder from `store_dir`
                    clip_ids=None  # keep and order by these clips (default: all, shard by shard)
                   ) -> SequenceSet:
@@ -274,10 +284,12 @@ def _shard_header(path) -> tuple:
     except Exception as e: raise _garbled(path, e) from None
     return ids, (dict(zip(ids, fps)) if fps else {})
 
+# %% ../nbs/05_features.ipynb #927494bb
 def _shard_headers(directory) -> dict:
     "path -> (clip ids, {clip id: inputs fingerprint}) of every shard in a store folder."
     return {p: _shard_header(p) for p in sorted(Path(directory).glob("shard-*.safetensors"))}
 
+# %% ../nbs/05_features.ipynb #a4159989
 def set_aside_garbled_shards(directory  # a folder from `store_dir`
                             ) -> list:  # the shards set aside (their new names)
     "Rename every shard of a store folder that cannot be read to `<name>.garbled`, so that its clips count as not extracted."
@@ -289,20 +301,24 @@ def set_aside_garbled_shards(directory  # a folder from `store_dir`
             warnings.warn(f"{e.args[0].split('; run')[0]}; set aside as {target.name}, its clips are extracted again", stacklevel=2)
     return moved
 
+# %% ../nbs/05_features.ipynb #d875e4be
 def stored_clip_ids(directory) -> set:
     "Clip ids stored in any shard of a store folder."
     return {c for ids, _ in _shard_headers(directory).values() for c in ids}
 
+# %% ../nbs/05_features.ipynb #cc948cbf
 def stored_inputs(directory) -> dict:
     "clip id -> the inputs fingerprint it was stored or failed with (clips stored before fingerprints existed are left out)."
     found = {c: fp for _, fps in _shard_headers(directory).values() for c, fp in fps.items()}
     failed = read_failures(directory)
     return {**found, **{c: fp for c, fp in zip(failed.clip_id, failed.get("inputs", [""] * len(failed))) if fp}}
 
+# %% ../nbs/05_features.ipynb #7864cb73
 def finished_clip_ids(directory) -> set:
     "Clip ids already stored (in any shard) or recorded as failed in a store folder."
     return stored_clip_ids(directory) | set(read_failures(directory)["clip_id"])
 
+# %% ../nbs/05_features.ipynb #47fa6d5c
 def read_failures(directory) -> pd.DataFrame:
     "The failures table of a store folder (columns clip_id, reason; empty when nothing failed), all writers together."
     tables = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(Path(directory).glob("failures*.csv"))]
@@ -310,6 +326,7 @@ def read_failures(directory) -> pd.DataFrame:
     table = pd.concat(tables, ignore_index=True)
     return table.drop_duplicates("clip_id", keep="last").reset_index(drop=True)
 
+# %% ../nbs/05_features.ipynb #ec8d85fb
 def record_failures(directory,  # a folder from `store_dir`
                     failures: dict,  # clip id -> one-line reason
                     writer: str = "",  # e.g. "rank-1": each process of a parallel extraction keeps its own table
@@ -350,6 +367,7 @@ def forget_clips(directory,  # a folder from `store_dir`
 
 FINGERPRINT_BYTES = 4096  # a media file is fingerprinted by its size and this many bytes at each end (a copy keeps it; an edit changes it)
 
+# %% ../nbs/05_features.ipynb #45af91c2
 def clip_inputs(text,  # the clip's transcript cell (None or NaN: none)
                 *paths  # its media files (None: none)
                ) -> str:  # 16 hex digits

@@ -68,6 +68,7 @@ def validate(self: FusionConfig):
         raise ValueError(f"FusionConfig.graph_attention_scoring must be one of {GRAPH_ATTENTION_SCORINGS}; got {self.graph_attention_scoring!r}")
     return self
 
+# %% ../nbs/09_fusion.ipynb #e23bd23f
 @patch(as_prop=True)
 def active_modalities(self: FusionConfig) -> tuple:
     "The modalities the model uses, in MODALITIES order."
@@ -107,6 +108,7 @@ class ModalityProjector(nn.Module):
                ):        # -> [B, out_dim]
         return self.proj(x)
 
+# %% ../nbs/09_fusion.ipynb #71906c1f
 class AdapterFusion(nn.Module):
     "Residual bottleneck adapter: LayerNorm(x + Linear(D/2->D)(Dropout(ReLU(Linear(D->D/2)(x)))))."
     def __init__(self, dim: int, dropout: float = 0.2):
@@ -158,6 +160,7 @@ def collapsed_rows(graph_attention: torch.Tensor,  # [B, N, N] graph-attention w
     "Clips whose graph-attention rows are all the same (the mixed modality tokens are one vector)."
     return (graph_attention - graph_attention[:, :1, :]).abs().amax(dim=(1, 2)) <= tol
 
+# %% ../nbs/09_fusion.ipynb #47ffadf5
 def uniform_weights(weights: torch.Tensor,  # [B, N] attention of one task query over the modalities
                     tol: float = 1e-6) -> torch.Tensor:  # [B] bool
     "Clips whose cross-attention gives every modality the same weight, 1/N."
@@ -272,6 +275,7 @@ def _masked_mean(values,   # [B, N, ...] one entry per node
     w = present.to(values.dtype).reshape(*present.shape, *([1] * (values.ndim - 2)))
     return (values * w).sum(1) / w.sum(1).clamp(min=1)
 
+# %% ../nbs/09_fusion.ipynb #1ede38a9
 @patch
 def _task_representation(self: FusionModel,
                          query,     # [1, 1, D] learned task query

@@ -66,6 +66,7 @@ def soft_emotion_targets(intensities  # [N,6] non-negative intensities in PRESEN
 NEUTRAL_VETO = 6 / 7         # p(Neutral) at or above this: no emotion is predicted present
 PRESENCE_THRESHOLD = 1 / 7   # p(c) at or above this: emotion c is predicted present
 
+# %% ../nbs/00_labels.ipynb #8ca07e7c
 def true_presence(targets  # [N,7] emotion targets (soft or intensities) in EMOTIONS order
                  ) -> np.ndarray:  # [N,6] bool, PRESENT_EMOTIONS order
     "Ground-truth presence of the six emotions: target above zero."
@@ -73,6 +74,7 @@ def true_presence(targets  # [N,7] emotion targets (soft or intensities) in EMOT
     if y.ndim != 2 or y.shape[1] != N_EMOTIONS: raise ValueError(f"targets must have shape [N, 7]; got {y.shape}")
     return y[:, 1:] > 0
 
+# %% ../nbs/00_labels.ipynb #a6169f99
 def softmax(logits, axis=-1):
     "Numerically stable softmax of a numpy array."
     z = np.asarray(logits, dtype=np.float64)
@@ -80,6 +82,7 @@ def softmax(logits, axis=-1):
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
 
+# %% ../nbs/00_labels.ipynb #747826f6
 def presence_from_probs(probs,  # [N,7] emotion probabilities in EMOTIONS order
                         neutral_veto: float = NEUTRAL_VETO,  # p(Neutral) at which nothing is present
                         threshold: float = PRESENCE_THRESHOLD  # p(c) at which emotion c is present
@@ -91,6 +94,7 @@ def presence_from_probs(probs,  # [N,7] emotion probabilities in EMOTIONS order
     present[p[:, 0] >= neutral_veto] = False
     return present
 
+# %% ../nbs/00_labels.ipynb #20ece417
 def predicted_presence(logits,  # [N,7] emotion logits in EMOTIONS order
                        neutral_veto: float = NEUTRAL_VETO,  # p(Neutral) at which nothing is present
                        threshold: float = PRESENCE_THRESHOLD  # p(c) at which emotion c is present

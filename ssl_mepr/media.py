@@ -24,12 +24,15 @@ __all__ = ['ATTACHED_PIC', 'DETECTORS', 'DETECTION_MAX_SIDE', 'MediaError', 'ope
 class MediaError(ValueError):
     "A media file that cannot be read: missing, empty, not audio/video, truncated or corrupt."
 
+# %% ../nbs/03_media.ipynb #4a4f8f3f
 def _one_line(text: str) -> str: return " ".join(str(text).split())
 
+# %% ../nbs/03_media.ipynb #8345005a
 def _problem(e: Exception) -> str:
     "FFmpeg's own description of a failure, without its errno and file-name decoration."
     return _one_line(getattr(e, "strerror", None) or e)
 
+# %% ../nbs/03_media.ipynb #91703013
 @contextmanager
 def open_media(path  # a media file
               ):
@@ -100,16 +103,19 @@ class MediaInfo:
 
 ATTACHED_PIC = 0x0400  # FFmpeg's AV_DISPOSITION_ATTACHED_PIC: a cover picture, not a video
 
+# %% ../nbs/03_media.ipynb #1c7a4c5f
 def _video_stream(container):
     "The first real video stream (not an attached cover picture), or None."
     return next((s for s in container.streams.video if not int(s.disposition) & ATTACHED_PIC), None)
 
+# %% ../nbs/03_media.ipynb #73b431bc
 def _rotation(container, stream) -> int:
     "Display rotation of `stream`, degrees counter-clockwise in {0, 90, 180, 270}."
     if "rotate" in stream.metadata: return round(-float(stream.metadata["rotate"])) % 360
     first = next(container.decode(stream), None)
     return round((getattr(first, "rotation", 0) or 0) / 90) * 90 % 360 if first is not None else 0  # PyAV < 14: no rotation
 
+# %% ../nbs/03_media.ipynb #2868316a
 def _count_frames(path) -> int:
     "Number of video frames, counted by decoding them."
     with open_media(path) as c: return sum(1 for _ in c.decode(_video_stream(c)))
@@ -160,6 +166,7 @@ def _decode_frames(path, keep: set) -> tuple[dict, int]:
             if n - 1 in keep: kept[n - 1] = frame.to_ndarray(format="rgb24")
     return kept, n
 
+# %% ../nbs/03_media.ipynb #bfb68fe1
 def read_frames(path,  # a media file
                 count: int = 30  # frames to sample uniformly
                ) -> tuple[np.ndarray, np.ndarray]:  # frames [K, H, W, 3] uint8 RGB (upright), their indices [K]
@@ -212,6 +219,7 @@ class Box:
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 
+# %% ../nbs/03_media.ipynb #9414fc36
 @runtime_checkable
 class Detector(Protocol):
     "Finds objects (faces, people) in one RGB frame."
@@ -225,6 +233,7 @@ def _cv2():
                           "install opencv-python-headless<5")
     return cv2
 
+# %% ../nbs/03_media.ipynb #0dc47dee
 class HaarFaceDetector:
     "Frontal faces with OpenCV's bundled Viola-Jones cascade."
     def __init__(self, scale_factor: float = 1.1,  # image-pyramid step
@@ -269,6 +278,7 @@ def _optional(module: str, extra: str, who: str):
     except ImportError as e:
         raise ImportError(f"{who} needs the optional package '{module}': pip install 'ssl-mepr[{extra}]'") from e
 
+# %% ../nbs/03_media.ipynb #16fb13ad
 class MediaPipeFaceDetector:
     "Faces with MediaPipe's BlazeFace full-range model, as the authors ran it."
     def __init__(self, model_selection: int = 1,  # 1: full-range model (faces up to about 5 m), 0: short-range
@@ -286,6 +296,7 @@ class MediaPipeFaceDetector:
             boxes.append(Box(r.xmin * w, r.ymin * h, (r.xmin + r.width) * w, (r.ymin + r.height) * h, float(d.score[0])))
         return boxes
 
+# %% ../nbs/03_media.ipynb #f79b6ccd
 class MediaPipePoseBodyDetector:
     "One person's box from the extent of MediaPipe Pose landmarks."
     def __init__(self, min_detection_confidence: float = 0.5,  # minimum pose score
@@ -306,6 +317,7 @@ class MediaPipePoseBodyDetector:
         return [Box(xs.min() - dx, ys.min() - dy, xs.max() + dx, ys.max() + dy,
                     float(np.mean([p.visibility for p in seen]))).clip(w, h)]
 
+# %% ../nbs/03_media.ipynb #e9a20d68
 class YoloDetector:
     "Boxes from an ultralytics YOLO checkpoint the user supplies."
     def __init__(self, checkpoint,  # local .pt file (the authors' best_YOLO.pt, or any YOLO person model)
@@ -344,6 +356,7 @@ def average_box(boxes: list[Box]  # detections in one frame
 
 DETECTION_MAX_SIDE = 1280  # frames larger than this (1080p, 4K) are shrunk for detection only; crops come from the full frame
 
+# %% ../nbs/03_media.ipynb #f5a23620
 def detect_downscaled(frame: np.ndarray,  # [H, W, 3]
                       detector: Detector,  # returns the boxes of one frame
                       max_side: int = DETECTION_MAX_SIDE  # the longest side the detector sees (0: the frame as it is)
@@ -354,6 +367,7 @@ def detect_downscaled(frame: np.ndarray,  # [H, W, 3]
     small = _cv2().resize(frame, (round(frame.shape[1] / scale), round(frame.shape[0] / scale)), interpolation=_cv2().INTER_AREA)
     return [Box(b.x0 * scale, b.y0 * scale, b.x1 * scale, b.y1 * scale, b.score) for b in detector(small)]
 
+# %% ../nbs/03_media.ipynb #0ac6f0f8
 def frame_boxes(frames,  # [K, H, W, 3] frames (or a list of frames)
                 detector: Detector,  # returns the boxes of one frame
                 keys=None,  # [K] one key per frame (the decoded frame's index): equal keys are detected once
@@ -370,6 +384,7 @@ def frame_boxes(frames,  # [K, H, W, 3] frames (or a list of frames)
         out.append(seen[key])
     return out
 
+# %% ../nbs/03_media.ipynb #e6c4ee37
 def crop_box(frame: np.ndarray,  # [H, W, 3]
              box: Box  # pixel coordinates, inside the frame
             ) -> np.ndarray:  # [h, w, 3] copy of the boxed pixels
@@ -422,6 +437,7 @@ def portrait_frames(n: int,  # number of frames
     shifts = np.round(drift * (1 + np.sin(np.linspace(0, 2 * np.pi, n, endpoint=False)))).astype(int)
     return np.stack([photo[:, s:s + width] for s in shifts])
 
+# %% ../nbs/03_media.ipynb #604fd768
 def sound_track(kind: str,  # "speech" (a voiced, syllable-modulated signal), "tone", "noise" or "silence"
                 seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     "A mono float32 sound track for generated clips."
@@ -437,6 +453,7 @@ def sound_track(kind: str,  # "speech" (a voiced, syllable-modulated signal), "t
         return (0.3 * voiced * syllables / 2.6 + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
     raise ValueError(f"unknown sound track kind {kind!r}; expected speech, tone, noise or silence")
 
+# %% ../nbs/03_media.ipynb #82c8536d
 def write_portrait_clip(path,  # the .mp4 to write
                         seconds: float = 2.0, fps: int = 15,
                         audio: str | None = "speech",  # sound_track kind, or None for no sound track

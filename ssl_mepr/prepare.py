@@ -29,12 +29,14 @@ def mosei_folds_file(folds  # "standard", or a fold list's path
 # %% ../nbs/01a_prepare.ipynb #7f4719ce
 FIV2_SPLIT_FILES = {"train": "training", "dev": "validation", "test": "test"}  # the split names in ChaLearn's file names
 
+# %% ../nbs/01a_prepare.ipynb #3a13d61f
 def _fiv2_file(folder: Path, kind: str, split: str) -> Path | None:
     "The `<kind>_<split>.pkl` file of one split in a folder (searched recursively), or None."
     found = sorted(folder.rglob(f"{kind}_{FIV2_SPLIT_FILES[split]}.pkl"))
     if len(found) > 1: raise CorpusError(f"{folder}: {len(found)} files named {found[0].name}: {_few(found)}")
     return found[0] if found else None
 
+# %% ../nbs/01a_prepare.ipynb #545353eb
 def _refuse_zipped(media: Path, what: str) -> None:
     "A media folder that holds zip archives but no video: say how to unpack them."
     if not media.is_dir(): raise CorpusError(f"{what}: folder not found: {media}")
@@ -43,6 +45,7 @@ def _refuse_zipped(media: Path, what: str) -> None:
         raise CorpusError(f"{what}: {media} holds {len(zips)} zip archive(s) and no video; unpack them first, e.g. "
                           f"`cd '{media}' && for z in *.zip; do unzip -q -o \"$z\"; done` (repeat for archives inside archives)")
 
+# %% ../nbs/01a_prepare.ipynb #a225e42b
 def read_fiv2_folder(annotations,  # folder holding annotation_{training,validation,test}.pkl (and transcription_*.pkl)
                      media=None,  # folder of the unpacked videos (searched recursively); None leaves the paths empty
                      transcriptions=None  # folder holding transcription_*.pkl; None: the annotations folder
@@ -141,6 +144,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser):
                        ("--backbones", "backbones JSON the features will be extracted with (copied into the folder)")):
         parser.add_argument(flag, help=what)
 
+# %% ../nbs/01a_prepare.ipynb #a246c8f2
 def run_prepare(args) -> str:
     "`ssl-mepr prepare` with parsed arguments: the text to print."
     keys = ("mosei_labels", "mosei_folds", "mosei_transcripts", "mosei_media", "fiv2_annotations", "fiv2_media",

@@ -25,6 +25,7 @@ class _Python2Pickler(pickle._Pickler):
         self.memoize(text)
     dispatch[str] = save_str
 
+# %% ../nbs/01b_rehearsal.ipynb #69f29621
 def python2_pickle(obj,  # dicts of str keys and str or float values
                    path  # the file to write
                   ) -> Path:
@@ -42,12 +43,14 @@ def write_wav(path, samples: np.ndarray, sample_rate: int = 16000) -> Path:
         w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
     return Path(path)
 
+# %% ../nbs/01b_rehearsal.ipynb #a9dfae06
 def _landscape_frames(n: int, height: int = 256, width: int = 192) -> np.ndarray:
     "Frames of a smooth colour landscape with no person in it."
     y, x = np.mgrid[0:height, 0:width]
     base = np.stack([60 + 80 * y / height, 120 + 60 * np.sin(x / 23.0), 200 - 100 * y / height], -1)
     return np.stack([np.clip(base + 5 * np.sin(i / 3), 0, 255).astype(np.uint8) for i in range(n)])
 
+# %% ../nbs/01b_rehearsal.ipynb #476a410c
 def _write_person_clip(path, seconds: float, seed: int, sound: bool = True) -> Path:
     "A portrait clip with a speech-like sound track (or none)."
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +93,7 @@ def _mosei_labels(rng, n: int) -> np.ndarray:
     rows[:, 1:] = rng.integers(0, 10, (n, 6)) / 3 * (rng.random((n, 6)) < 0.35)
     return rows
 
+# %% ../nbs/01b_rehearsal.ipynb #5841f7dd
 def _write_mosei(root: Path, rng) -> tuple[dict, dict, dict]:
     "The MOSEI part: labels, folds, transcripts, segmented videos and .wav files; (sources, faults, clips)."
     raw = root / "CMU_MOSEI" / "Raw"
@@ -140,6 +144,7 @@ def _write_fiv2(root: Path, rng) -> tuple[dict, dict, dict]:
               "non_ascii_transcript_fiv2": FIV2_CLIPS["training"][0][:-4], "id_starting_with_dash_fiv2": FIV2_CLIPS["training"][0][:-4]}
     return sources, faults, clips
 
+# %% ../nbs/01b_rehearsal.ipynb #bcf54144
 def write_rehearsal_corpora(root,  # folder to write into (created)
                             seed: int = 0  # labels are drawn from this seed; the media are fixed
                            ) -> RehearsalCorpora:

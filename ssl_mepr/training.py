@@ -28,10 +28,12 @@ def _map(tree, fn):
     "Apply `fn` to every tensor of a nested dict."
     return {k: _map(v, fn) for k, v in tree.items()} if isinstance(tree, dict) else fn(tree)
 
+# %% ../nbs/11_training.ipynb #97a4578c
 def _leaves(tree):
     "Every tensor of a nested dict."
     return [x for v in tree.values() for x in _leaves(v)] if isinstance(tree, dict) else [tree]
 
+# %% ../nbs/11_training.ipynb #fde4e844
 @dataclass
 class TensorData:
     "A split in memory: a nested dict of tensors whose first dimension is the clip."
@@ -69,12 +71,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     set_determinism(deterministic)
 
+# %% ../nbs/11_training.ipynb #7ce3435e
 def rng_state() -> dict:
     "The state of every random number generator the training loop uses."
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available(): state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
+# %% ../nbs/11_training.ipynb #52abf79a
 def set_rng_state(state: dict) -> None:
     "Restore what `rng_state` captured."
     random.setstate(state["python"]); np.random.set_state(state["numpy"]); torch.set_rng_state(state["torch"])
@@ -92,6 +96,7 @@ class ProcessContext:
     @property
     def distributed(self) -> bool: return self.world_size > 1
 
+# %% ../nbs/11_training.ipynb #2e3b0c7f
 def process_context(device: str | torch.device | None = DEFAULT_DEVICE  # auto, cpu, cuda, cuda:N (see ssl_mepr.devices)
                    ) -> ProcessContext:
     "Read rank and world size from torchrun's environment, pick the device, and start the process group when there are several."
@@ -105,10 +110,12 @@ def process_context(device: str | torch.device | None = DEFAULT_DEVICE  # auto, 
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return ProcessContext(rank, world, dev)
 
+# %% ../nbs/11_training.ipynb #75a8ef83
 def rank_slice(index: torch.Tensor, ctx: ProcessContext) -> torch.Tensor:
     "This rank's contiguous share of a global batch's row indices."
     return index.tensor_split(ctx.world_size)[ctx.rank]
 
+# %% ../nbs/11_training.ipynb #d10d1217
 def average_gradients(model: nn.Module, ctx: ProcessContext) -> None:
     "Average every parameter's gradient over the ranks (no-op in a single process)."
     if not ctx.distributed: return
@@ -155,6 +162,7 @@ class TrainConfig:
         if self.scheduler not in ("plateau", "cosine", "none"): raise ValueError(f"scheduler must be plateau, cosine or none; got {self.scheduler!r}")
         check_precision(self.precision)
 
+# %% ../nbs/11_training.ipynb #ca8f6445
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser named in the configuration."
     params = [p for p in params if p.requires_grad]
@@ -163,6 +171,7 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw": return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
+# %% ../nbs/11_training.ipynb #23265dff
 def make_scheduler(optimizer, cfg: TrainConfig):
     "The learning-rate schedule named in the configuration (None for a constant rate)."
     if cfg.scheduler == "plateau":
@@ -175,15 +184,18 @@ def make_scheduler(optimizer, cfg: TrainConfig):
 # %% ../nbs/11_training.ipynb #83e375c7
 CHECKPOINT_DIGESTS = "checkpoints.sha256.json"  # beside the checkpoints: file name -> the SHA-256 digests it may have
 
+# %% ../nbs/11_training.ipynb #a001985e
 class CheckpointIntegrityError(ValueError):
     "A run's checkpoint that is not the file the run wrote, or not a plain-tensor checkpoint."
 
+# %% ../nbs/11_training.ipynb #2a39a33b
 def _recorded_digests(folder) -> dict:
     "The checkpoint digests recorded in a folder ({} when none)."
     path = Path(folder) / CHECKPOINT_DIGESTS
     try: return json.loads(path.read_text()) if path.exists() else {}
     except (ValueError, UnicodeDecodeError) as e: raise CheckpointIntegrityError(f"{path}: not a readable digest record ({e})") from None
 
+# %% ../nbs/11_training.ipynb #c841ee60
 def save_checkpoint(path, state: dict) -> Path:
     "Write a checkpoint atomically and record its SHA-256 (the previous digest kept until the new file is in place)."
     path = Path(path); buf = io.BytesIO(); torch.save(state, buf); data = buf.getvalue()
@@ -194,6 +206,7 @@ def save_checkpoint(path, state: dict) -> Path:
     write_record([digest])
     return path
 
+# %% ../nbs/11_training.ipynb #54a8f68e
 def load_checkpoint(path) -> dict:
     "Read a checkpoint written by `save_checkpoint`: its digest checked, tensors, numbers, strings and containers only."
     path = Path(path)
@@ -221,6 +234,7 @@ def _portable_rng(state: dict) -> dict:
     if "cuda" in state: out["cuda"] = state["cuda"]
     return out
 
+# %% ../nbs/11_training.ipynb #7db3b6e1
 def _restore_rng(portable: dict) -> dict:
     "The inverse of `_portable_rng`."
     kind, keys, pos, has_gauss, cached = portable["numpy"]
@@ -242,6 +256,7 @@ def evaluate_splits(model: nn.Module, task: Task, evals: dict,
         return {s: task.metrics(predictions[s], d) for s, d in evals.items()}
     finally: model.train(was_training)
 
+# %% ../nbs/11_training.ipynb #83747602
 def history_frame(history: list) -> pd.DataFrame:
     "The per-epoch log as a table: one row per epoch and split."
     return pd.DataFrame([{"epoch": h["epoch"], "split": s, "lr": h["lr"], "train_loss": h["train_loss"], **m}
@@ -256,6 +271,7 @@ class FitResult:
     history: pd.DataFrame  # one row per epoch and split
     run_dir: Path
 
+# %% ../nbs/11_training.ipynb #a641e610
 def _check_config(run_dir: Path, cfg: TrainConfig) -> None:
     "Record the configuration of a run, or refuse to resume one that was started with another."
     p = run_dir / "train_config.json"; now = asdict(cfg); now.pop("progress")
@@ -346,6 +362,7 @@ def _write_epoch(run_dir, model, optimizer, scheduler, task, batch_gen, state, i
     new = pd.concat([old, pd.DataFrame(timings[-1:])], ignore_index=True)
     atomic_write_text(run_dir / "timings.csv", new.to_csv(index=False))
 
+# %% ../nbs/11_training.ipynb #3d226cec
 def _resume(path, model, optimizer, scheduler, task, batch_gen) -> dict:
     "Restore everything `_write_epoch` saved; returns the loop state."
     ck = load_checkpoint(path)
@@ -355,6 +372,7 @@ def _resume(path, model, optimizer, scheduler, task, batch_gen) -> dict:
     state = dict(ck["state"]); state["history"] = json.loads(state["history"])
     return state
 
+# %% ../nbs/11_training.ipynb #5625a458
 def _write_result(run_dir, cfg, task, state, train: TensorData | None = None) -> None:
     "metrics.csv again (a run killed after its last epoch's last.pt lacks that row), then metrics.json: the selection rule, the chosen epoch and every split's metrics there."
     atomic_write_text(run_dir / "metrics.csv", history_frame(state["history"]).to_csv(index=False))
@@ -366,6 +384,7 @@ def _write_result(run_dir, cfg, task, state, train: TensorData | None = None) ->
               **best["metrics"]}
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=1))
 
+# %% ../nbs/11_training.ipynb #1fac4d77
 def load_result(run_dir) -> FitResult:
     "The result of a finished run from its folder."
     run_dir = Path(run_dir); r = json.loads((run_dir / "metrics.json").read_text())

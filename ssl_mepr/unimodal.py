@@ -64,6 +64,7 @@ def projection(in_dim: int,      # input width
 
 HEAD_NONLINEARITIES = {"gelu": nn.GELU, "silu": nn.SiLU}
 
+# %% ../nbs/08_unimodal.ipynb #7ad01616
 def prediction_head(in_dim: int,            # pooled input width
                     hidden: int,            # F, the head's inner width
                     n_outputs: int,         # 7 emotions or 5 traits
@@ -142,11 +143,13 @@ def forward(self: SingleTaskModel, x: torch.Tensor,   # [B, T, input_dim] padded
     if self.task == "personality": out = TRAIT_ACTIVATIONS[self.activation](out)
     return {self.output_key: out, "features": h}
 
+# %% ../nbs/08_unimodal.ipynb #29b329c3
 class EmotionModel(SingleTaskModel):
     "Stage-1 emotion model (7 logits in EMOTIONS order); keys `emo_proj`, `emotion_encoder`, `emotion_fc_out`."
     def __init__(self, input_dim: int, hidden_dim: int, out_features: int, num_layers: int, **kw):
         super().__init__("emotion", input_dim, hidden_dim, out_features, num_layers, **kw)
 
+# %% ../nbs/08_unimodal.ipynb #f41414ea
 class PersonalityModel(SingleTaskModel):
     "Stage-1 personality model (5 scores in TRAITS order); keys `per_proj`, `personality_encoder`, `personality_fc_out`."
     def __init__(self, input_dim: int, hidden_dim: int, out_features: int, num_layers: int, **kw):
@@ -157,16 +160,19 @@ def EmotionMamba(input_dim, hidden_dim, out_features, num_layers, d_inner, dropo
     "The authors' EmotionMamba: released 'Mamba' blocks (an MLP per step) of inner width `d_inner`."
     return EmotionModel(input_dim, hidden_dim, out_features, num_layers, family="mamba", d_inner=d_inner, dropout=dropout, **kw)
 
+# %% ../nbs/08_unimodal.ipynb #bcf117a6
 def EmotionTransformer(input_dim, hidden_dim, out_features, num_layers, num_heads, positional_encoding=True, dropout=0.1, **kw) -> EmotionModel:
     "The authors' EmotionTransformer: their post-LN layers with the extra outer residual."
     return EmotionModel(input_dim, hidden_dim, out_features, num_layers, family="transformer", num_heads=num_heads,
                         positional_encoding=positional_encoding, dropout=dropout, **kw)
 
+# %% ../nbs/08_unimodal.ipynb #47625662
 def PersonalityMamba(input_dim, hidden_dim, out_features, num_layers, d_inner, dropout=0.1, activation="sigmoid", **kw) -> PersonalityModel:
     "The authors' PersonalityMamba."
     return PersonalityModel(input_dim, hidden_dim, out_features, num_layers, family="mamba", d_inner=d_inner,
                             dropout=dropout, activation=activation, **kw)
 
+# %% ../nbs/08_unimodal.ipynb #cabbab56
 def PersonalityTransformer(input_dim, hidden_dim, out_features, num_layers, num_heads, positional_encoding=True,
                            dropout=0.1, activation="sigmoid", **kw) -> PersonalityModel:
     "The authors' PersonalityTransformer."
@@ -204,10 +210,12 @@ class AudioSingleTaskModel(nn.Module):
         out_layer = self.fc if self.task == "emotion" else self.head
         return {self.output_key: out_layer(pool(h, lengths, self.use_padding_mask)), "features": h}
 
+# %% ../nbs/08_unimodal.ipynb #086a9b67
 class AudioEmotionModel(AudioSingleTaskModel):
     "Audio stage-1 emotion model (keys `input_proj`, `blocks.i`, `fc`)."
     def __init__(self, **kw): super().__init__("emotion", **kw)
 
+# %% ../nbs/08_unimodal.ipynb #6c942aa0
 class AudioPersonalityModel(AudioSingleTaskModel):
     "Audio stage-1 personality model (keys `input_proj`, `blocks.i`, `head`), linear output."
     def __init__(self, **kw): super().__init__("personality", **kw)
@@ -219,6 +227,7 @@ def pad_steps(x: torch.Tensor,  # [B, T, D]
     "Zero-pad a batch of sequences along time to `T` steps."
     return F.pad(x, (0, 0, 0, T - x.shape[1]))
 
+# %% ../nbs/08_unimodal.ipynb #efe1ee52
 def attention_padding_mask(lengths: torch.Tensor,  # [B] real steps
                            T: int                  # padded length
                           ) -> torch.Tensor:       # [B, T] True at padding (never a whole row)
@@ -397,11 +406,13 @@ MODALITY_CONFIGS = {
 # %% ../nbs/08_unimodal.ipynb #f0afec3c
 STAGE1_ONLY = ("encoder", "mamba_d_state")
 
+# %% ../nbs/08_unimodal.ipynb #968641d2
 def _config(modality: str) -> dict:
     if modality not in MODALITY_CONFIGS:
         raise ValueError(f"modality must be one of {MODALITIES}; got {modality!r}")
     return copy.deepcopy(MODALITY_CONFIGS[modality])
 
+# %% ../nbs/08_unimodal.ipynb #77826a97
 def build_stage1(modality: str,          # "body", "face", "scene", "audio" or "text"
                  task: str,              # "emotion" or "personality"
                  input_dim: int | None = None,  # embedding width; None: the paper's backbone width
