@@ -20,8 +20,8 @@ from .losses import EMOTION_LOSSES, UnimodalLoss, MultiTaskLoss, TwoWalletGradNo
 from .unimodal import build_stage1, stage3_inputs, MODALITY_CONFIGS
 from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS
 from .training import TensorData, TrainConfig, fit, load_best, FitResult, ProcessContext, process_context
-from .run import (PAIRINGS, TRAIN_CLIPS, STAGE1_SWITCHES, RunSpec, RunParameterError, stage2_from_run,
-                          read_params, check_run_params, open_run)
+from .run import PAIRINGS, TRAIN_CLIPS, STAGE1_SWITCHES, RunSpec, stage2_from_run
+from .run import RunParameterError, read_params, check_run_params, open_run
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'COUNT_COLUMNS', 'label_tensors', 'split_rows', 'NoFeaturesError', 'sequence_split',
