@@ -22,11 +22,12 @@ from ssl_mepr.extractors import load_backbones  # noqa: E402
 from ssl_mepr.fusion import FusionConfig, FusionModel  # noqa: E402
 from ssl_mepr.media import write_portrait_clip  # noqa: E402
 from ssl_mepr.predict import PredictionModels, predict_video  # noqa: E402
+from ssl_mepr.training import save_checkpoint  # noqa: E402
 from ssl_mepr.unimodal import MODALITY_CONFIGS, PAPER_INPUT_DIMS, build_stage1, build_stage2  # noqa: E402
 
 
 def paper_models(folder: Path) -> PredictionModels:
-    "Full-size backbones and released-size stage-2 and stage-3 models (random weights), ready for predict_video."
+    "Full-size backbones and released-size stage-2 and stage-3 models (random weights; stage 3 saved in `folder` as a run saves it), ready for predict_video."
     paths = build_backbones(folder)
     backbones = load_backbones({"audio": {"source": str(paths["audio"])}, "text": {"source": str(paths["text"])},
                                 "image": {"source": str(paths["image"]), "model_name": "ViT-B-32"}}, device="cpu")
@@ -34,8 +35,8 @@ def paper_models(folder: Path) -> PredictionModels:
     for m in MODALITY_CONFIGS:
         E, P = (build_stage1(m, t, input_dim=PAPER_INPUT_DIMS[m], seed=0) for t in ("emotion", "personality"))
         stage2[m] = build_stage2(m, E, P, seed=0).eval()
-    fusion = FusionModel(FusionConfig()).state_dict()
-    return PredictionModels(folder, backbones, ExtractionSettings(), stage2, fusion, torch.device("cpu"))
+    save_checkpoint(folder / "stage3" / "best.pt", {"model": FusionModel(FusionConfig()).state_dict()})  # a run folder's stage 3
+    return PredictionModels(folder, backbones, ExtractionSettings(), stage2, torch.device("cpu"))
 
 
 def main():

@@ -17,17 +17,16 @@ import matplotlib as mpl
 from .labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS, softmax
 from .demo import load_truth
 from .corpora import read_manifest
-from .labels import MODALITIES
 from .devices import DEFAULT_DEVICE, resolve_device
-from .training import load_best
-from .stages import Stage3Task, stage3_split_from_run, split_rows, project_root, SUMMARY_COLUMNS, build_stage3_model, run_fusion_fields
+from .run import project_root, load_fusion
+from .stages import Stage3Task, stage3_split_from_run, split_rows, SUMMARY_COLUMNS
 
 # %% auto #0
 __all__ = ['METRIC_COLUMNS', 'PROB_PREFIX', 'SCORE_PREFIX', 'LABEL_PREFIX', 'CORRECTIONS', 'CORRELATIONS', 'collect_metrics',
-           'results_table', 'prediction_frame', 'exported_modalities', 'run_manifest', 'stage3_predictions',
-           'latent_truth_frame', 'adjust_pvalues', 'correlation_matrix', 'emotion_trait_correlations',
-           'trait_on_emotion_ols', 'dominant_emotion', 'traits_by_dominant_emotion', 'figure_path', 'save_figure',
-           'markdown_table', 'significance_stars', 'plot_correlation_heatmap', 'plot_ols_coefficients']
+           'results_table', 'prediction_frame', 'run_manifest', 'stage3_predictions', 'latent_truth_frame',
+           'adjust_pvalues', 'correlation_matrix', 'emotion_trait_correlations', 'trait_on_emotion_ols',
+           'dominant_emotion', 'traits_by_dominant_emotion', 'figure_path', 'save_figure', 'markdown_table',
+           'significance_stars', 'plot_correlation_heatmap', 'plot_ols_coefficients']
 
 # %% ../nbs/14_analysis.ipynb #e2fc3699
 METRIC_COLUMNS = ["run", "stage", "modality", "task", "split", "metric", "value"]
@@ -87,12 +86,6 @@ def prediction_frame(rows: pd.DataFrame,  # manifest rows (clip_id, corpus, spli
     return pd.concat([frame, probs, traits, labels.add_prefix(LABEL_PREFIX)], axis=1)
 
 # %% ../nbs/14_analysis.ipynb #552b1cd2
-def exported_modalities(run_dir) -> tuple:
-    "The modalities whose stage-2 inputs a run has exported (`stage2/<modality>/stage3_inputs/complete`)."
-    found = tuple(m for m in MODALITIES if (Path(run_dir) / "stage2" / m / "stage3_inputs" / "complete").exists())
-    if not found: raise FileNotFoundError(f"{run_dir}/stage2: no exported stage-3 inputs (run stage 2 first)")
-    return found
-
 def run_manifest(run_dir, manifest=None) -> pd.DataFrame:
     "The manifest given (a DataFrame or a CSV path), or the run's own `corpus/manifest.csv` (demo runs)."
     if isinstance(manifest, pd.DataFrame): return manifest
@@ -103,23 +96,19 @@ def run_manifest(run_dir, manifest=None) -> pd.DataFrame:
 def stage3_predictions(run_dir,  # a run folder with stage2/ exported and a trained stage3/
                        splits=("dev", "test"),  # splits to predict (both corpora each)
                        manifest=None,  # DataFrame or CSV path; None: <run_dir>/corpus/manifest.csv
-                       modalities=None,  # modalities the fusion model was trained on; None: all exported ones
-                       fusion: dict | None = None,  # the FusionConfig fields the run was trained with (None: its params.json's)
+                       modalities=None,  # modalities the fusion model was trained on; None: all exported ones (ssl_mepr.run.exported_modalities)
+                       fusion: dict | None = None,  # FusionConfig fields the weights cannot tell (None: the run's params.json)
                        stage: str = "stage3",  # the fusion model's folder inside the run
                        device: str = DEFAULT_DEVICE  # where the model runs: auto, cpu, cuda, cuda:N
                       ) -> pd.DataFrame:  # `prediction_frame` rows of every split, in manifest order per corpus
     "Per-clip emotion probabilities and trait scores of a run's dev-selected fusion model, with the labels."
-    run_dir = Path(run_dir)
-    if not (run_dir / stage / "best.pt").exists(): raise FileNotFoundError(f"{run_dir / stage}/best.pt: no trained fusion model")
-    manifest = run_manifest(run_dir, manifest)
-    modalities = tuple(modalities or exported_modalities(run_dir))
-    if fusion is None: fusion = run_fusion_fields(json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").exists() else {})
-    data = {s: stage3_split_from_run(run_dir / "stage2", manifest, s, modalities) for s in splits}
     device = resolve_device(device)
-    model = load_best(build_stage3_model(data[splits[0]], modalities, fusion), run_dir / stage).to(device)
+    model = load_fusion(run_dir, modalities, stage, fusion, device)
+    manifest = run_manifest(run_dir, manifest)
     frames = []
     for s in splits:
-        with torch.no_grad(): out = Stage3Task(gradnorm=None).predict(model, data[s].to(device))
+        data = stage3_split_from_run(Path(run_dir) / "stage2", manifest, s, model.active_modalities).to(device)
+        with torch.no_grad(): out = Stage3Task(gradnorm=None).predict(model, data)
         rows = pd.concat([split_rows(manifest, c, s) for c in ("mosei", "fiv2")])  # stage3_split's order
         frames.append(prediction_frame(rows, out["emotion_logits"].numpy(), out["personality_scores"].numpy()))
     return pd.concat(frames, ignore_index=True)

@@ -6,10 +6,11 @@
 from __future__ import annotations
 import argparse, os, sys, warnings
 from pathlib import Path
+from fastcore.script import call_parse
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES
 
 # %% auto #0
-__all__ = ['STEPS', 'REPORT_NOTEBOOKS', 'command_parser', 'run_report', 'main', 'cli']
+__all__ = ['STEPS', 'REPORT_NOTEBOOKS', 'command_parser', 'run_report', 'main', 'cli', 'cli_run_stage']
 
 # %% ../nbs/16_cli.ipynb #cbe65467
 STEPS = """steps, in order:
@@ -36,10 +37,12 @@ def _report_arguments(p: argparse.ArgumentParser):
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the fusion model runs: {DEVICE_CHOICES}")
 
 def _demo_arguments(p: argparse.ArgumentParser):
-    "The options of `ssl-mepr demo-corpus`."
+    "The options of `ssl-mepr demo-corpus`: by default the corpus a run at the run defaults builds."
+    from ssl_mepr.run import RUN_DEFAULTS
+    from ssl_mepr.demo import DEMO_SIZES
     p.add_argument("root", help="folder to write the demo corpus into")
-    p.add_argument("--size", default="demo", choices=("demo", "tiny"), help="demo: 1,600 + 800 clips; tiny: 240 + 180")
-    p.add_argument("--seed", type=int, default=42); p.add_argument("--probe", action="store_true", help="also fit and print the linear probes")
+    p.add_argument("--size", default=RUN_DEFAULTS["demo_size"], choices=tuple(DEMO_SIZES), help="demo: 1,600 + 800 clips; tiny: 240 + 180")
+    p.add_argument("--seed", type=int, default=RUN_DEFAULTS["seed"]); p.add_argument("--probe", action="store_true", help="also fit and print the linear probes")
 
 # %% ../nbs/16_cli.ipynb #a0ddd588
 class _Parser(argparse.ArgumentParser):
@@ -76,7 +79,7 @@ REPORT_NOTEBOOKS = ("tables", "correlations")
 def run_report(run, figures=None, device: str = DEFAULT_DEVICE) -> str:
     "Execute the tables and correlations notebooks for a run; what to print."
     import papermill
-    from ssl_mepr.stages import project_root, read_run_params
+    from ssl_mepr.run import project_root, read_run_params
     run = Path(run).resolve()
     read_run_params(run)  # a clear error when this is not a run folder
     if not (run / "stage3" / "metrics.json").exists(): raise FileNotFoundError(f"{run}/stage3: no trained fusion model (run `ssl-mepr train` first)")
@@ -140,3 +143,22 @@ def main(argv=None  # arguments (default: sys.argv[1:])
 def cli():
     "Console-script entry point."
     sys.exit(main())
+
+# %% ../nbs/16_cli.ipynb #9dd50677
+def _refuse(problem) -> None:
+    "Bad input on the `ssl-mepr-stage` command line: one line on standard error, exit code 2."
+    print(f"ssl-mepr-stage: {problem}", file=sys.stderr); raise SystemExit(2)
+
+@call_parse
+def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
+                  params: str = None,  # YAML parameter file (keys of the notebooks' parameters cells)
+                  run_name: str = None,  # overrides the file's run_name
+                  runs_root: str = None,  # folder holding the runs (default: <project>/runs)
+                  demo_size: str = None,  # overrides the file's demo_size ("demo" or "tiny")
+                  seed: int = None,  # overrides the file's seed
+                  device: str = None  # overrides the file's device: auto, cpu, cuda, cuda:N
+                 ):
+    "The older spelling of `ssl-mepr train --stage N`: the same run, checks and exit codes (bad input: one line, exit 2)."
+    if stage not in (1, 2, 3): _refuse("stage must be 1, 2 or 3")
+    given = dict(params=params, run_name=run_name, runs_root=runs_root, demo_size=demo_size, seed=seed, device=device)
+    raise SystemExit(main(["train", "--stage", str(stage)] + [a for k, v in given.items() if v is not None for a in (f"--{k.replace('_', '-')}", str(v))]))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_explore.ipynb #0c445332
 from __future__ import annotations
-import io, json
+import io
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -15,55 +15,15 @@ from matplotlib.figure import Figure
 from fastcore.basics import patch
 from .labels import EMOTIONS, TRAITS
 from .fusion import FusionModel, collapsed_rows, uniform_weights
-from .training import load_best
 from .devices import DEFAULT_DEVICE, resolve_device
-from .stages import stage3_split_from_run, split_rows, build_stage3_model, run_fusion_fields
-from .analysis import (run_manifest, exported_modalities, prediction_frame, dominant_emotion,
-                               PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX)
+from .run import load_fusion
+from .attribution import ATTRIBUTION_TARGETS, modality_attributions
+from .stages import stage3_split_from_run, split_rows
+from .analysis import run_manifest, prediction_frame, dominant_emotion, PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_TARGETS', 'ALL', 'input_x_gradient', 'modality_attributions', 'ExplorerData', 'load_explorer_data',
-           'filter_clips', 'clip_summary', 'attention_collapse_table', 'clip_figure', 'Explorer']
-
-# %% ../nbs/15_explore.ipynb #4571cbd8
-def input_x_gradient(output_fn,  # callable: dict of input tensors -> [B] outputs (one scalar per clip)
-                     inputs: dict  # name -> [B, ...] input tensor (not modified)
-                    ) -> dict:  # name -> [B] sum over each tensor's entries of x * d output / d x
-    "Input×Gradient of a per-clip output with respect to each named input, summed over the input's entries."
-    leaves = {k: torch.as_tensor(v).detach().float().requires_grad_(True) for k, v in inputs.items()}
-    out = output_fn(leaves)
-    if out.ndim != 1: raise ValueError(f"output_fn must return one value per clip, shape [B]; got {list(out.shape)}")
-    grads = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
-    return {k: (x * (torch.zeros_like(x) if g is None else g)).flatten(1).sum(1).detach()
-            for (k, x), g in zip(leaves.items(), grads)}
-
-# %% ../nbs/15_explore.ipynb #18077e40
-ATTRIBUTION_TARGETS = ("emotion", *TRAITS)
-
-def _fusion_inputs(batch: dict, modalities) -> dict:
-    "The fusion model's three input dicts flattened to one dict keyed (kind, modality)."
-    return {(kind, m): batch[kind][m] for kind in ("features", "emotion_logits", "personality_scores") for m in modalities}
-
-def modality_attributions(model: FusionModel,  # a fusion model in eval mode
-                          batch: dict  # {"features"|"emotion_logits"|"personality_scores": {modality: [B, d]}}
-                         ) -> np.ndarray:  # [B, len(ATTRIBUTION_TARGETS), N active modalities]
-    "Input×Gradient per modality (summed over its three input tensors) for the predicted emotion's probability and each trait."
-    if model.training: raise ValueError("modality_attributions: put the model in eval mode first (model.eval()); dropout would make the attributions random")
-    active = model.active_modalities
-    inputs = _fusion_inputs(batch, active)
-    present = batch.get("present")  # modality -> [B] bool; a clip's absent modalities get no attribution (NaN)
-    call = lambda t: model(*({m: t[kind, m] for m in active} for kind in ("features", "emotion_logits", "personality_scores")), present=present)
-    with torch.no_grad(): predicted = call(inputs).emotion_logits.argmax(1)
-    targets = [lambda t: call(t).emotion_logits.softmax(1).gather(1, predicted[:, None])[:, 0]]
-    targets += [lambda t, k=k: call(t).personality_scores[:, k] for k in range(len(TRAITS))]
-    out = np.zeros((len(predicted), len(targets), len(active)))
-    for i, target in enumerate(targets):
-        ixg = input_x_gradient(target, inputs)
-        for j, m in enumerate(active): out[:, i, j] = sum(ixg[kind, m] for kind in ("features", "emotion_logits", "personality_scores")).cpu().numpy()
-    if present is not None:
-        for j, m in enumerate(active):
-            if m in present: out[~present[m].cpu().numpy(), :, j] = np.nan
-    return out
+__all__ = ['ALL', 'ExplorerData', 'load_explorer_data', 'filter_clips', 'clip_summary', 'attention_collapse_table', 'clip_figure',
+           'Explorer']
 
 # %% ../nbs/15_explore.ipynb #5deb3ac9
 @dataclass
@@ -92,10 +52,6 @@ class ExplorerData:
         return int(hits[0])
 
 # %% ../nbs/15_explore.ipynb #23c8d398
-def _fusion_model(run_dir: Path, data, modalities, fusion: dict | None, stage: str) -> FusionModel:
-    "The run's dev-selected fusion model, built as `stage3_predictions` builds it."
-    return load_best(build_stage3_model(data, modalities, fusion), run_dir / stage)
-
 def _explain_split(model: FusionModel, data, chunk: int) -> dict:
     "Logits, scores, attention maps and attributions of one split, computed `chunk` clips at a time."
     parts, n_mod = [], len(model.active_modalities)
@@ -116,25 +72,21 @@ def _explain_split(model: FusionModel, data, chunk: int) -> dict:
 def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trained stage3/
                        splits=("dev", "test"),  # splits to load (both corpora each)
                        manifest=None,  # DataFrame or CSV path; None: <run_dir>/corpus/manifest.csv
-                       modalities=None,  # modalities the fusion model was trained on; None: all exported ones
-                       fusion: dict | None = None,  # the FusionConfig fields the run was trained with (None: its params.json's)
+                       modalities=None,  # modalities the fusion model was trained on; None: all exported ones (ssl_mepr.run.exported_modalities)
+                       fusion: dict | None = None,  # FusionConfig fields the weights cannot tell (None: the run's params.json)
                        stage: str = "stage3",  # the fusion model's folder inside the run
                        chunk: int = 256,  # clips per forward/backward pass
                        device: str = DEFAULT_DEVICE  # where the model runs: auto, cpu, cuda, cuda:N
                       ) -> ExplorerData:
     "Per-clip predictions, modality attention and Input×Gradient attributions of a run's fusion model."
-    run_dir = Path(run_dir)
-    if not (run_dir / stage / "best.pt").exists(): raise FileNotFoundError(f"{run_dir / stage}/best.pt: no trained fusion model")
+    device = resolve_device(device)
+    model = load_fusion(run_dir, modalities, stage, fusion, device)
     if isinstance(splits, str): splits = (splits,)
     manifest = run_manifest(run_dir, manifest)
-    modalities = tuple(modalities or exported_modalities(run_dir))
-    if fusion is None: fusion = run_fusion_fields(json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").exists() else {})
-    data = {s: stage3_split_from_run(run_dir / "stage2", manifest, s, modalities) for s in splits}
-    device = resolve_device(device)
-    model = _fusion_model(run_dir, data[splits[0]], modalities, fusion, stage).to(device)
     frames, parts = [], []
     for s in splits:
-        part = _explain_split(model, data[s].to(device), chunk)
+        data = stage3_split_from_run(Path(run_dir) / "stage2", manifest, s, model.active_modalities).to(device)
+        part = _explain_split(model, data, chunk)
         rows = pd.concat([split_rows(manifest, c, s) for c in ("mosei", "fiv2")])  # stage3_split's order
         frames.append(prediction_frame(rows, part["logits"], part["scores"])); parts.append(part)
     cat = lambda k: np.concatenate([p[k] for p in parts])

@@ -18,9 +18,10 @@ from .features import atomic_write_bytes
 from .fusion import FusionModel
 from .labels import MODALITIES
 from .unimodal import stage3_inputs
-from .checkpoints import CheckpointError, infer_fusion_config
+from .checkpoints import CheckpointError
 from .training import load_checkpoint
-from .stages import read_run_params, run_sizes_and_switches, stage2_from_run
+from .run import read_run_params, run_sizes_and_switches, stage2_from_run, load_fusion
+from .attribution import ATTRIBUTION_TARGETS, modality_attributions
 from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file, modality_store_config,
                                  IMAGE_MODALITIES, MAX_TRANSCRIPT_BYTES)
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
@@ -32,29 +33,25 @@ __all__ = ['USER_ERRORS', 'PredictionModels', 'fusion_for', 'check_run_backbones
 # %% ../nbs/13_predict.ipynb #935e935c
 @dataclass
 class PredictionModels:
-    "A trained run, ready to predict: backbones, extraction settings, stage-2 models and the fusion model's weights."
+    "A trained run, ready to predict: backbones, extraction settings, stage-2 models and the fusion model (per set of modalities)."
     run_dir: Path
     backbones: object  # ssl_mepr.extractors.Backbones
     settings: ExtractionSettings
     stage2: dict  # modality -> stage-2 model (eval mode, on `device`)
-    fusion_state: dict  # the stage-3 state dict
     device: torch.device
+    stage3: str = "stage3"  # the fusion model's folder in the run (e.g. "stage3-supervised")
     detectors: dict = field(default_factory=dict)  # built on first use
-    _fusion: dict = field(default_factory=dict)  # available modalities -> FusionModel
+    fusion: dict = field(default_factory=dict)  # available modalities -> FusionModel, loaded on first use
 
 # %% ../nbs/13_predict.ipynb #61cd2d97
 def fusion_for(models: PredictionModels,  # a loaded run
                available: tuple  # the modalities present in this clip
               ) -> FusionModel:
-    "The run's fusion model restricted to the available modalities (cached per set of modalities)."
+    "The run's fusion model restricted to the available modalities (loaded once per set of modalities)."
     active = tuple(m for m in MODALITIES if m in models.stage2 and m in available)
     if not active: raise ValueError(f"none of the modalities the run was trained on ({', '.join(models.stage2)}) is available")
-    if active not in models._fusion:
-        config = infer_fusion_config(models.fusion_state, disabled_modalities=tuple(m for m in MODALITIES if m not in active))
-        model = FusionModel(config)
-        model.load_state_dict(models.fusion_state)  # strict: a disabled modality keeps its (unused) projector
-        models._fusion[active] = model.to(models.device).eval()
-    return models._fusion[active]
+    if active not in models.fusion: models.fusion[active] = load_fusion(models.run_dir, active, models.stage3, device=models.device)
+    return models.fusion[active]
 
 # %% ../nbs/13_predict.ipynb #43682934
 def check_run_backbones(run_dir,  # a run folder (its features.json is read when present)
@@ -110,9 +107,9 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
             raise CheckpointError(f"{folder}: the run's {m} models do not take the {widths[m].dim}-wide features of the "
                                   f"backbone in {source}; use the backbones the run's features were extracted with") from None
         stage2[m] = model.to(device).eval()
-    best = run_dir / stage3 / "best.pt"
-    if not best.exists(): raise FileNotFoundError(f"{best}: no stage-3 checkpoint (run stage 3)")
-    return PredictionModels(run_dir, backbones, settings, stage2, load_checkpoint(best)["model"], device)
+    models = PredictionModels(run_dir, backbones, settings, stage2, device, stage3)
+    if stage2: fusion_for(models, tuple(stage2))  # the fusion model's checkpoint is read and checked now, not at the first video
+    return models
 
 # %% ../nbs/13_predict.ipynb #7fd5a6ee
 def stage2_outputs(models: PredictionModels,  # a loaded run
@@ -135,7 +132,6 @@ def predict_video(models: PredictionModels,  # from `load_run`
                   audio_path=None  # a separate sound file (default: the video's own track)
                  ) -> dict:  # JSON-serialisable result (see the example below)
     "Emotions, traits, modality availability (and attributions) of one video."
-    from ssl_mepr.explore import modality_attributions, ATTRIBUTION_TARGETS
     start = time.perf_counter()
     if not models.detectors and {"face", "body"} & set(models.stage2): models.detectors = make_detectors(models.settings)
     found = extract_clip(video_path, models.backbones, models.settings, transcript, audio_path,

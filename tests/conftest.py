@@ -19,7 +19,8 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_predict_run(tmp_path_factory):
     "A real run folder on the tiny demo corpus (one epoch per stage, width 16) with its tiny backbones, for predict."
-    from ssl_mepr.stages import run_spec, run_stages, write_run_params
+    from ssl_mepr.run import run_spec, write_run_params
+    from ssl_mepr.stages import run_stages
     params = dict(run_name="tiny", runs_root=str(tmp_path_factory.mktemp("runs")), demo_size="tiny", model_width=16,
                   max_layers=1, stage1_epochs=1, stage2_epochs=1, stage3_epochs=1, progress=False)
     spec = run_spec(**params)

@@ -11,7 +11,8 @@ from ssl_mepr.analysis import (adjust_pvalues, collect_metrics, emotion_trait_co
                                plot_correlation_heatmap, plot_ols_coefficients, results_table, stage3_predictions,
                                trait_on_emotion_ols, traits_by_dominant_emotion)
 from ssl_mepr.labels import EMOTIONS, PRESENT_EMOTIONS, TRAITS
-from ssl_mepr.stages import prediction_metrics, run_spec, run_stages, split_rows, label_tensors
+from ssl_mepr.run import run_spec
+from ssl_mepr.stages import prediction_metrics, run_stages, split_rows, label_tensors
 from ssl_mepr.training import TensorData
 
 
@@ -19,7 +20,7 @@ from ssl_mepr.training import TensorData
 def tiny_run(tmp_path_factory):
     "A three-stage run on the tiny demo, face only, one epoch per stage (a few seconds)."
     root = tmp_path_factory.mktemp("runs")
-    spec = run_spec("tiny", runs_root=root, demo_size="tiny", modalities=("face",), model_width=16, max_layers=1,
+    spec = run_spec(run_name="tiny", runs_root=root, demo_size="tiny", modalities=("face",), model_width=16, max_layers=1,
                     stage1_epochs=1, stage2_epochs=1, stage3_epochs=1, progress=False)
     run_stages(spec, 3)
     return root, spec

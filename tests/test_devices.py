@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from meta_device import MetaExits
-from ssl_mepr.stages import run_spec, run_stages
+from ssl_mepr.run import run_spec
+from ssl_mepr.stages import run_stages
 from ssl_mepr.training import ProcessContext, load_checkpoint
 
 META = torch.device("meta")
@@ -36,7 +37,7 @@ def test_all_three_stages_run_on_the_given_device(tmp_path):
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
     "A tiny run trained on the CPU, with the params.json and backbones predict needs."
-    from ssl_mepr.stages import write_run_params
+    from ssl_mepr.run import write_run_params
     params = dict(run_name="c", runs_root=str(tmp_path_factory.mktemp("runs")), **TINY)
     spec = run_spec(**params)
     write_run_params(spec.run_dir, params)

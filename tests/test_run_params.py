@@ -1,13 +1,13 @@
 """Run parameters are checked once, before anything is written, by the command line and the notebooks alike; a run
 folder resumes the same run or refuses; every shipped parameter file trains."""
-import hashlib, os, subprocess, sys
+import ast, hashlib, json, os, subprocess, sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from ssl_mepr.stages import open_run
+from ssl_mepr.run import open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,16 +64,42 @@ def test_a_misspelt_papermill_parameter_stops_the_notebook(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_notebook_and_command_line_defaults_agree():
-    "The stage notebooks' parameters cells hold run_spec's defaults, so a parameter file gives one run whichever way it is run."
-    import inspect, papermill as pm
-    from ssl_mepr.stages import run_spec
-    defaults = {k: v.default for k, v in inspect.signature(run_spec).parameters.items() if k != "progress"}
-    for n in (1, 2, 3):
-        cell = pm.inspect_notebook(str(ROOT / "nbs" / f"stage{n}.ipynb"))
-        for name, default in defaults.items():
-            shown = eval(cell[name]["default"])  # the cell's literal
-            assert (list(shown) if isinstance(shown, (list, tuple)) else shown) == (list(default) if isinstance(default, tuple) else default), (n, name)
+def parameters_cell(notebook: Path) -> dict:
+    "The names and values a notebook's papermill parameters cell assigns (every statement must be `name = literal`)."
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    source = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
+    out = {}
+    for node in ast.parse(source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), ast.dump(node)
+        out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_a_stage_notebook_lists_every_run_parameter_at_its_default(n):
+    """The parameters cell is papermill's interface (a -p or -f name it lacks gets a warning), so it lists every run
+    parameter; its values are the one definition's, so a parameter file gives one run whichever way it is run."""
+    from ssl_mepr.devices import DEFAULT_DEVICE
+    from ssl_mepr.run import RUN_DEFAULTS
+    as_json = lambda d: {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    assert as_json(parameters_cell(ROOT / "nbs" / f"stage{n}.ipynb")) == as_json({**RUN_DEFAULTS, "device": DEFAULT_DEVICE})
+
+
+@pytest.mark.parametrize("name", ["demo", "corrected"])
+def test_the_demo_configurations_name_only_what_they_change(name):
+    "params/demo.yaml and corrected.yaml copy no default (besides the device and precision every file names), so a changed default reaches them."
+    from ssl_mepr.run import RUN_DEFAULTS
+    shipped = yaml.safe_load((ROOT / "params" / f"{name}.yaml").read_text())
+    copied = {k for k, v in shipped.items() if k in RUN_DEFAULTS and v == RUN_DEFAULTS[k]} - {"precision"}
+    assert not copied, copied
+
+
+def test_the_study_notebooks_take_their_training_from_the_run():
+    "The ablation and graph-attention notebooks retrain stage 3 as the run did: their run parameters are None (the run's) or absent."
+    from ssl_mepr.run import RUN_DEFAULTS
+    for name in ("ablations", "graph_attention"):
+        cell = parameters_cell(ROOT / "nbs" / f"{name}.ipynb")
+        assert all(cell[k] is None for k in cell if k in RUN_DEFAULTS and k not in ("run_name", "runs_root")), (name, cell)
 
 
 def test_the_corrected_configuration_trains_all_three_stages(tmp_path):
@@ -94,7 +120,8 @@ def test_the_paper_configuration_trains_all_three_stages(tmp_path):
     """params/paper.yaml as shipped (released model sizes, released optimisation, a prepared corpus folder) through
     stages 1-3. Only what a test cannot afford changes: the corpus is a prepared tiny one, and each stage runs one epoch."""
     from ssl_mepr.demo import make_demo_corpus
-    from ssl_mepr.stages import read_params, run_stages, run_summary
+    from ssl_mepr.run import read_params
+    from ssl_mepr.stages import run_stages, run_summary
     from ssl_mepr.training import ProcessContext
     params = read_params(ROOT / "params" / "paper.yaml")
     assert params["model_width"] is None and params["corpus"] != "demo"  # the released sizes, on a prepared corpus
@@ -127,7 +154,7 @@ def test_the_gatv2_graph_attention_trains_and_every_reader_rebuilds_it(tmp_path)
     import torch
     from ssl_mepr.analysis import stage3_predictions
     from ssl_mepr.explore import load_explorer_data
-    from ssl_mepr.predict import load_run
+    from ssl_mepr.predict import fusion_for, load_run
     from ssl_mepr.stages import run_stages
     spec = open_run({**TINY, "modalities": ["face", "text"], "runs_root": str(tmp_path), "run_name": "v2",
                      "graph_attention_scoring": "gatv2", "progress": False}, "test")
@@ -136,4 +163,5 @@ def test_the_gatv2_graph_attention_trains_and_every_reader_rebuilds_it(tmp_path)
     assert "graph_attn.pair.weight" in state and state["graph_attn.a"].shape == (256, 1)  # D-sized: the GATv2 layout
     assert len(stage3_predictions(spec.run_dir, device="cpu")) > 0
     assert load_explorer_data(spec.run_dir, splits=("test",), device="cpu").graph_attention.shape[1:] == (2, 2)
-    assert load_run(spec.run_dir, device="cpu").fusion_state["graph_attn.pair.weight"].shape == (256, 512)
+    models = load_run(spec.run_dir, device="cpu")
+    assert fusion_for(models, ("face", "text")).state_dict()["graph_attn.pair.weight"].shape == (256, 512)
