@@ -86,10 +86,18 @@ def prediction_frame(rows: pd.DataFrame,  # manifest rows (clip_id, corpus, spli
     return pd.concat([frame, probs, traits, labels.add_prefix(LABEL_PREFIX)], axis=1)
 
 # %% ../nbs/14_analysis.ipynb #552b1cd2
-def run_manifest(run_dir, manifest=None) -> pd.DataFrame:
-    "The manifest given (a DataFrame or a CSV path), or the run's own `corpus/manifest.csv` (demo runs)."
+def _run_corpus_manifest(run_dir: Path) -> Path:
+    "Where a run's manifest is: its own `corpus/` (demo runs), else the corpus folder its params.json names."
+    own, params = run_dir / "corpus" / "manifest.csv", run_dir / "params.json"
+    corpus = json.loads(params.read_text()).get("corpus", "demo") if params.exists() and not own.exists() else "demo"
+    return own if corpus == "demo" else Path(corpus) / "manifest.csv"
+
+def run_manifest(run_dir,  # a run folder
+                 manifest=None  # a DataFrame or a CSV path; None: the run's corpus's manifest
+                ) -> pd.DataFrame:
+    "The manifest given, or the one of the corpus the run was trained on."
     if isinstance(manifest, pd.DataFrame): return manifest
-    path = Path(manifest) if manifest is not None else Path(run_dir) / "corpus" / "manifest.csv"
+    path = Path(manifest) if manifest is not None else _run_corpus_manifest(Path(run_dir))
     if not path.exists(): raise FileNotFoundError(f"{path}: no manifest (pass manifest= for a run on a corpus outside the run folder)")
     return read_manifest(path)
 

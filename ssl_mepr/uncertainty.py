@@ -12,7 +12,7 @@ from .analysis import PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX, adjust_pvalues, e
 
 # %% auto #0
 __all__ = ['METRIC_TASKS', 'TASK_CORPUS', 'TASK_SCORES', 'N_RESAMPLES', 'CONFIDENCE', 'task_arrays', 'emotion_scores',
-           'personality_scores', 'SeedFamily', 'family_metric', 'clip_interval', 'uncertainty_table',
+           'personality_scores', 'SeedFamily', 'family_metric', 'on_common_clips', 'clip_interval', 'uncertainty_table',
            'paired_difference', 'compare_configurations', 'plot_differences', 'correlation_spread']
 
 # %% ../nbs/14b_uncertainty.ipynb #250028c2
@@ -77,7 +77,7 @@ class SeedFamily:
     def __init__(self, frames,   # one `prediction_frame` per seed, all of the same split and clips
                  name: str = ""):  # the configuration's label in tables and plots
         if not len(frames): raise ValueError(f"{name or 'SeedFamily'}: no prediction frames")
-        self.name, self.arrays, self.clip_ids = name, {}, {}
+        self.name, self.frames, self.arrays, self.clip_ids = name, list(frames), {}, {}
         for task in TASK_SCORES:
             parts = [task_arrays(f, task) for f in frames]
             ids = parts[0][2]
@@ -96,6 +96,14 @@ def family_metric(family: SeedFamily, metric: str,
     task = METRIC_TASKS[metric]; pred, truth = family.arrays[task]
     if clips is not None: pred, truth = pred[:, clips], truth[:, clips]
     return TASK_SCORES[task](pred, truth)[metric]
+
+# %% ../nbs/14b_uncertainty.ipynb #571b937a
+def on_common_clips(a: SeedFamily, b: SeedFamily  # two configurations
+                   ) -> tuple[SeedFamily, SeedFamily]:  # the same, restricted to the clips both have
+    "Both families on the clips they share, in their frames' order."
+    keep = set(a.frames[0].clip_id) & set(b.frames[0].clip_id)
+    sub = lambda fam: SeedFamily([f[f.clip_id.isin(keep)].reset_index(drop=True) for f in fam.frames], fam.name)
+    return sub(a), sub(b)
 
 # %% ../nbs/14b_uncertainty.ipynb #634ed3aa
 N_RESAMPLES = 2000   # bootstrap resamples and permutations per interval or test
@@ -162,14 +170,14 @@ def paired_difference(a: SeedFamily, b: SeedFamily, metric: str,  # the two conf
                 ci_high=float(boot.confidence_interval.high), p_value=float(perm.pvalue))
 
 # %% ../nbs/14b_uncertainty.ipynb #9c3ee3cd
-def compare_configurations(pairs,                        # [(label, SeedFamily a, SeedFamily b)]: a - b is reported
-                           metrics=tuple(METRIC_TASKS),  # metric names
+def compare_configurations(pairs,                        # [(label, SeedFamily a, SeedFamily b[, metrics])]: a - b is reported
+                           metrics=tuple(METRIC_TASKS),  # metric names (for the pairs that name none)
                            n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
                            alpha: float = 0.05           # the family-wise error rate after Holm's correction
                           ) -> pd.DataFrame:  # one row per (comparison, metric), with Holm-adjusted p-values
     "Paired differences for several comparisons and metrics, with Holm's correction over all of them."
     rows = [dict(comparison=label, metric=m, a=fa.name, b=fb.name, **paired_difference(fa, fb, m, n_resamples, confidence, seed))
-            for label, fa, fb in pairs for m in metrics]
+            for label, fa, fb, *own in pairs for m in (own[0] if own else metrics)]
     table = pd.DataFrame(rows)
     table["p_holm"], table["significant"] = adjust_pvalues(table.p_value.to_numpy(), "holm", alpha)
     return table.set_index(["comparison", "metric"])
