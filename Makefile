@@ -14,11 +14,12 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test setup export clean-check nbtest pytest help
+.PHONY: demo test family setup export clean-check nbtest pytest help
 
 help:
 	@echo "make demo   set up .venv (first time only) and run the demo"
 	@echo "make test   set up .venv (first time only) and run every test"
+	@echo "make family the demo configuration with three seeds: intervals and paired tests into figures/ (about 15 min)"
 
 ## Set-up: create .venv when missing and install the package with its extras; skipped when up to date.
 setup: $(INSTALLED)
@@ -40,6 +41,12 @@ demo: $(INSTALLED)
 	@$(BIN)/ssl-mepr train --params params/demo.yaml --run-name $(RUN)
 	@$(PY) -c "from ssl_mepr.media import write_portrait_clip; write_portrait_clip('runs/$(RUN)/sample clip.mp4', seconds=3)"
 	$(BIN)/ssl-mepr predict "runs/$(RUN)/sample clip.mp4" --run runs/$(RUN) --transcript "I really enjoyed meeting everyone today"
+
+## A run family (params/family.yaml: the demo configuration with seeds 42, 7 and 123, one shared corpus): each seed's
+## run (resumable), then nbs/family.ipynb's intervals over seeds and clips and its paired tests, into figures/family_*.
+family: $(INSTALLED)
+	@mkdir -p runs/family
+	$(BIN)/papermill nbs/family.ipynb runs/family/family.ipynb -p figures_dir figures
 
 ## All tests: the notebooks and package agree, the notebooks run, the integration tests pass.
 test: $(INSTALLED) clean-check nbtest pytest

@@ -22,11 +22,11 @@ from .run import project_root, load_fusion
 from .stages import Stage3Task, stage3_split_from_run, split_rows, SUMMARY_COLUMNS
 
 # %% auto #0
-__all__ = ['METRIC_COLUMNS', 'PROB_PREFIX', 'SCORE_PREFIX', 'LABEL_PREFIX', 'CORRECTIONS', 'CORRELATIONS', 'collect_metrics',
-           'results_table', 'prediction_frame', 'run_manifest', 'stage3_predictions', 'latent_truth_frame',
-           'adjust_pvalues', 'correlation_matrix', 'emotion_trait_correlations', 'trait_on_emotion_ols',
-           'dominant_emotion', 'traits_by_dominant_emotion', 'figure_path', 'save_figure', 'markdown_table',
-           'significance_stars', 'plot_correlation_heatmap', 'plot_ols_coefficients']
+__all__ = ['METRIC_COLUMNS', 'PAPER_STAGE3', 'PAPER_TEXT', 'PROB_PREFIX', 'SCORE_PREFIX', 'LABEL_PREFIX', 'CORRECTIONS',
+           'CORRELATIONS', 'collect_metrics', 'results_table', 'prediction_frame', 'run_manifest', 'stage3_predictions',
+           'latent_truth_frame', 'adjust_pvalues', 'correlation_matrix', 'emotion_trait_correlations',
+           'trait_on_emotion_ols', 'dominant_emotion', 'traits_by_dominant_emotion', 'figure_path', 'save_figure',
+           'markdown_table', 'significance_stars', 'plot_correlation_heatmap', 'plot_ols_coefficients']
 
 # %% ../nbs/14_analysis.ipynb #e2fc3699
 METRIC_COLUMNS = ["run", "stage", "modality", "task", "split", "metric", "value"]
@@ -67,6 +67,18 @@ def results_table(metrics: pd.DataFrame,  # the output of `collect_metrics`
     wide = part.pivot_table(index=["run", "stage", "modality", "task"], columns="metric", values="value", aggfunc="first")
     wide = wide.reindex(columns=list(columns)).rename_axis(columns=None)
     return wide * 100 if percentages else wide
+
+# %% ../nbs/14_analysis.ipynb #6f2c4b4b
+PAPER_STAGE3 = pd.DataFrame([
+    {"model": "SSL-MEPR, multi-task (abstract)", "mWACC": 64.26, "mACC": 92.00},
+    {"model": "SSL-MEPR, single-task cross-domain (abstract)", "mWACC": 70.26, "mACC": 92.88},
+]).set_index("model")
+PAPER_TEXT = pd.DataFrame([
+    {"model": "text: Transformer, SD", "stage": 1, "mWACC": 64.69, "mF1": 59.47, "mACC": 88.90, "mCCC": 26.83},
+    {"model": "text: Transformer, MD", "stage": 2, "mWACC": 64.80, "mF1": 59.22, "mACC": 88.87, "mCCC": 29.94},
+    {"model": "text: Mamba + Transformer, SD", "stage": 1, "mWACC": 65.02, "mF1": 59.78, "mACC": 88.90, "mCCC": 26.83},
+    {"model": "text: Mamba + Transformer, MD", "stage": 2, "mWACC": 64.81, "mF1": 58.48, "mACC": 88.83, "mCCC": 30.97},
+]).set_index("model")
 
 # %% ../nbs/14_analysis.ipynb #8320bc58
 PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX = "p_", "s_", "y_"

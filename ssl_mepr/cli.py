@@ -28,6 +28,7 @@ def _train_arguments(p: argparse.ArgumentParser):
     p.add_argument("--run-name", help="overrides the file's run_name"); p.add_argument("--runs-root", help="folder holding the runs (default: <project>/runs)")
     p.add_argument("--demo-size", help="overrides the file's demo_size: demo or tiny")
     p.add_argument("--seed", type=int, help="overrides the file's seed")
+    p.add_argument("--seeds", help="train a run family, one run per seed (e.g. 42,7,123); default: the file's seeds list, if any")
     p.add_argument("--device", help=f"overrides the file's device: {DEVICE_CHOICES}")
 
 def _report_arguments(p: argparse.ArgumentParser):
@@ -110,10 +111,14 @@ def _run(args) -> int:
         print(f"next step: ssl-mepr train --params P.yaml (corpus: {Path(args.manifest).parent} in the file)"); return 0
     if args.command == "train":
         from ssl_mepr.stages import train_stages
-        run = train_stages(args.stage, args.params, run_name=args.run_name, runs_root=args.runs_root, demo_size=args.demo_size,
-                           seed=args.seed, device=args.device)
+        from ssl_mepr.family import train_family, file_seeds
+        train = train_family if args.seeds or file_seeds(args.params) else train_stages
+        family = {"seeds": args.seeds} if train is train_family else {}
+        run = train(args.stage, args.params, run_name=args.run_name, runs_root=args.runs_root, demo_size=args.demo_size,
+                    seed=args.seed, device=args.device, **family)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one process speaks
-            print(f"next step: ssl-mepr report {run}" if args.stage == 3 else f"next step: ssl-mepr train --stage {args.stage + 1} ...")
+            if family and args.stage == 3: print(f"next step: papermill nbs/family.ipynb {run}/family.ipynb -p run_name {run.name} (intervals and paired tests), or ssl-mepr report {run}/seed-<s>")
+            else: print(f"next step: ssl-mepr report {run}" if args.stage == 3 else f"next step: ssl-mepr train --stage {args.stage + 1} ...")
         return 0
     if args.command == "report": print(run_report(args.run, args.figures, args.device)); return 0
     if args.command == "demo-corpus":

@@ -107,6 +107,7 @@ def check_run_params(params: dict,  # run parameters as given (a YAML file, the 
     import difflib
     names = [*RUN_DEFAULTS, *RUN_EXTRA_KEYS]
     for name, value in params.items():
+        if name == "seeds": raise RunParameterError(f"{source}: seeds names a run family, not one run: train it with `ssl-mepr train` (ssl_mepr.family)")
         if name not in names:
             close = difflib.get_close_matches(str(name), names, n=1)
             raise RunParameterError(f"{source}: unknown parameter {name!r}" + (f"; did you mean {close[0]!r}?" if close else f"; expected some of {names}"))
