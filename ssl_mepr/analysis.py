@@ -31,6 +31,7 @@ __all__ = ['METRIC_COLUMNS', 'PAPER_STAGE3', 'PAPER_TEXT', 'PROB_PREFIX', 'SCORE
 # %% ../nbs/14_analysis.ipynb #e2fc3699
 METRIC_COLUMNS = ["run", "stage", "modality", "task", "split", "metric", "value"]
 
+# %% ../nbs/14_analysis.ipynb #7a26823e
 def _metrics_rows(path: Path, run: str, parts: tuple) -> list:
     "The tidy rows of one metrics.json; `parts` is its folder relative to the run (stage[, modality[, task]])."
     try: result = json.loads(path.read_text())
@@ -43,6 +44,7 @@ def _metrics_rows(path: Path, run: str, parts: tuple) -> list:
             for split, values in result.items() if isinstance(values, dict)
             for k, v in values.items() if isinstance(v, (int, float))]
 
+# %% ../nbs/14_analysis.ipynb #c24a0fe7
 def collect_metrics(runs_root  # folder holding one folder per run (e.g. runs/)
                    ) -> pd.DataFrame:  # columns METRIC_COLUMNS
     "Every `<run>/**/metrics.json` below `runs_root` as one tidy table."
@@ -104,6 +106,7 @@ def _run_corpus_manifest(run_dir: Path) -> Path:
     corpus = json.loads(params.read_text()).get("corpus", "demo") if params.exists() and not own.exists() else "demo"
     return own if corpus == "demo" else Path(corpus) / "manifest.csv"
 
+# %% ../nbs/14_analysis.ipynb #57c4dce1
 def run_manifest(run_dir,  # a run folder
                  manifest=None  # a DataFrame or a CSV path; None: the run's corpus's manifest
                 ) -> pd.DataFrame:
@@ -113,6 +116,7 @@ def run_manifest(run_dir,  # a run folder
     if not path.exists(): raise FileNotFoundError(f"{path}: no manifest (pass manifest= for a run on a corpus outside the run folder)")
     return read_manifest(path)
 
+# %% ../nbs/14_analysis.ipynb #0cfd8ce4
 def stage3_predictions(run_dir,  # a run folder with stage2/ exported and a trained stage3/
                        splits=("dev", "test"),  # splits to predict (both corpora each)
                        manifest=None,  # DataFrame or CSV path; None: <run_dir>/corpus/manifest.csv
@@ -166,6 +170,7 @@ def adjust_pvalues(p,  # p-values; NaN entries are left out of the family
 # %% ../nbs/14_analysis.ipynb #7d043725
 CORRELATIONS = {"pearson": stats.pearsonr, "spearman": stats.spearmanr}
 
+# %% ../nbs/14_analysis.ipynb #2f388701
 def _columns(df: pd.DataFrame, prefix: str, names, what: str) -> list:
     "The prefixed column names of `names`, with a clear error when some are missing."
     cols = [prefix + n for n in names]
@@ -173,6 +178,7 @@ def _columns(df: pd.DataFrame, prefix: str, names, what: str) -> list:
     if missing: raise KeyError(f"{what}: the table has no column(s) {missing} (prefix {prefix!r}); columns: {list(df.columns)}")
     return cols
 
+# %% ../nbs/14_analysis.ipynb #6a458614
 def _correlate(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float, int]:
     "(r, p, n) over the rows where both are finite; NaN r and p when undefined (fewer than 3 rows, a constant)."
     ok = np.isfinite(x) & np.isfinite(y); x, y = x[ok], y[ok]
@@ -180,6 +186,7 @@ def _correlate(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float,
     res = CORRELATIONS[method](x, y)
     return float(res.statistic), float(res.pvalue), int(ok.sum())
 
+# %% ../nbs/14_analysis.ipynb #3532f636
 def correlation_matrix(df: pd.DataFrame, method: str = "pearson", emotions=EMOTIONS, traits=TRAITS,
                        correction: str = "fdr_bh", alpha: float = 0.05,
                        emotion_prefix: str = PROB_PREFIX, trait_prefix: str = SCORE_PREFIX) -> pd.DataFrame:
@@ -191,6 +198,7 @@ def correlation_matrix(df: pd.DataFrame, method: str = "pearson", emotions=EMOTI
     out["p_adj"], out["significant"] = adjust_pvalues(out.p.to_numpy(), correction, alpha)
     return out[["emotion", "trait", "r", "p", "p_adj", "significant", "n"]]
 
+# %% ../nbs/14_analysis.ipynb #8edf3e21
 def emotion_trait_correlations(df: pd.DataFrame,  # one row per clip (`stage3_predictions`, `latent_truth_frame`)
                                method: str = "pearson",  # "pearson" or "spearman"
                                emotions=EMOTIONS,  # emotion names (columns emotion_prefix + name)
@@ -246,6 +254,7 @@ def dominant_emotion(df: pd.DataFrame, emotions=EMOTIONS, emotion_prefix: str = 
     names = np.where(values.max(1, initial=-np.inf) > 0, names, "Neutral")
     return pd.Series(np.where(np.isnan(values).any(1), None, names), index=df.index, name="dominant_emotion", dtype=object)
 
+# %% ../nbs/14_analysis.ipynb #6dae3649
 def traits_by_dominant_emotion(df: pd.DataFrame,  # one row per clip
                                emotions=EMOTIONS, traits=TRAITS,
                                min_group_size: int = 5,  # smaller groups are summarised but not tested
@@ -281,6 +290,7 @@ def figure_path(path, default_name: str) -> Path:
     p = Path(path) if path is not None else project_root() / "figures" / default_name
     return p.with_suffix("") if p.suffix in (".png", ".svg") else p
 
+# %% ../nbs/14_analysis.ipynb #4dd54348
 def save_figure(fig: Figure, path) -> list:
     "Write `fig` as <path>.png and <path>.svg (folders created); the two paths."
     stem = Path(path); stem.parent.mkdir(parents=True, exist_ok=True)
@@ -306,6 +316,7 @@ def significance_stars(p_adj: float) -> str:
     if not np.isfinite(p_adj): return ""
     return "***" if p_adj < 0.001 else "**" if p_adj < 0.01 else "*" if p_adj < 0.05 else ""
 
+# %% ../nbs/14_analysis.ipynb #04e19c92
 def plot_correlation_heatmap(corr_long: pd.DataFrame,  # the output of `emotion_trait_correlations`
                              path=None,  # file stem (.png and .svg are written); None: figures/emotion_trait_correlations
                              title: str | None = None  # the figure's title

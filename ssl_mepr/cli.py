@@ -21,6 +21,7 @@ STEPS = """steps, in order:
   5. ssl-mepr predict VIDEO --run runs/<run_name>
 exit codes: 0 done, 2 bad input (one line naming the file), 1 unexpected (--debug for the traceback), 130 interrupted"""
 
+# %% ../nbs/16_cli.ipynb #e7beadaf
 def _train_arguments(p: argparse.ArgumentParser):
     "The options of `ssl-mepr train`."
     p.add_argument("--params", help="YAML parameter file (the keys of the stage notebooks' parameters cells; default: the demo)")
@@ -31,12 +32,14 @@ def _train_arguments(p: argparse.ArgumentParser):
     p.add_argument("--seeds", help="train a run family, one run per seed (e.g. 42,7,123); default: the file's seeds list, if any")
     p.add_argument("--device", help=f"overrides the file's device: {DEVICE_CHOICES}")
 
+# %% ../nbs/16_cli.ipynb #1da9c761
 def _report_arguments(p: argparse.ArgumentParser):
     "The options of `ssl-mepr report`."
     p.add_argument("run", help="a run folder (runs/<run_name>)")
     p.add_argument("--figures", help="where the tables and figures go (default: <run>/figures)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the fusion model runs: {DEVICE_CHOICES}")
 
+# %% ../nbs/16_cli.ipynb #8801c12f
 def _demo_arguments(p: argparse.ArgumentParser):
     "The options of `ssl-mepr demo-corpus`: by default the corpus a run at the run defaults builds."
     from ssl_mepr.run import RUN_DEFAULTS
@@ -54,6 +57,7 @@ class _Parser(argparse.ArgumentParser):
                                     f"write ./{self.dashed[0]} or put -- before the file names)")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+# %% ../nbs/16_cli.ipynb #80c82a1c
 def command_parser() -> argparse.ArgumentParser:
     "The `ssl-mepr` argument parser: one subcommand per step."
     from ssl_mepr.prepare import add_prepare_arguments
@@ -130,6 +134,7 @@ def _run(args) -> int:
     from ssl_mepr.predict import run_predict
     return run_predict(args)
 
+# %% ../nbs/16_cli.ipynb #c4ac0ffb
 def main(argv=None  # arguments (default: sys.argv[1:])
         ) -> int:  # 0 done, 2 bad input, 1 unexpected, 130 interrupted
     "The `ssl-mepr` command."
@@ -145,6 +150,7 @@ def main(argv=None  # arguments (default: sys.argv[1:])
     except KeyboardInterrupt: print(f"ssl-mepr {args.command}: interrupted", file=sys.stderr); return 130
     except Exception as e: return _fail(args, f"ssl-mepr {args.command}", e, 1)
 
+# %% ../nbs/16_cli.ipynb #24b66c19
 def cli():
     "Console-script entry point."
     sys.exit(main())
@@ -154,6 +160,7 @@ def _refuse(problem) -> None:
     "Bad input on the `ssl-mepr-stage` command line: one line on standard error, exit code 2."
     print(f"ssl-mepr-stage: {problem}", file=sys.stderr); raise SystemExit(2)
 
+# %% ../nbs/16_cli.ipynb #eeb0c04d
 @call_parse
 def cli_run_stage(stage: int,  # run stages 1..stage (1, 2 or 3)
                   params: str = None,  # YAML parameter file (keys of the notebooks' parameters cells)

@@ -177,10 +177,12 @@ def clip_figure(data: ExplorerData, clip_id: str,
 # %% ../nbs/15_explore.ipynb #d749e973
 ALL = "all"
 
+# %% ../nbs/15_explore.ipynb #0e148176
 def _png(fig: Figure) -> bytes:
     "A figure as PNG bytes (works with any backend)."
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); return buf.getvalue()
 
+# %% ../nbs/15_explore.ipynb #1f17db38
 class Explorer:
     "An ipywidgets browser of one run's clips: filters, a clip picker, and the picked clip's outputs, attention and attributions."
     def __init__(self, data: ExplorerData,  # from `load_explorer_data`
@@ -224,6 +226,7 @@ def current_filters(self: Explorer) -> dict:
     return dict(corpus=pick(self.corpus), split=pick(self.split), dominant=pick(self.dominant),
                 trait=self.trait.value, trait_range=tuple(self.trait_range.value))
 
+# %% ../nbs/15_explore.ipynb #1c7c89e5
 @patch
 def on_filter_change(self: Explorer, change=None):
     "Recompute the filtered clips and the picker's options; keep or replace the picked clip."
@@ -236,6 +239,7 @@ def on_filter_change(self: Explorer, change=None):
     finally: self._updating = False
     self.on_clip_change()  # also when the clip stays: the scatter's grey clips changed
 
+# %% ../nbs/15_explore.ipynb #ac3aa262
 @patch
 def on_clip_change(self: Explorer, change=None):
     "Render the picked clip (tables and figure) into `rendered` and the output area."
@@ -250,6 +254,7 @@ def on_clip_change(self: Explorer, change=None):
     self._show(self.rendered["outputs"].T.round(3), self.rendered["attention"].round(3), self.rendered["attribution"].round(4),
                widgets.Image(value=_png(self.rendered["figure"]), format="png"))
 
+# %% ../nbs/15_explore.ipynb #1d6922bc
 @patch
 def _show(self: Explorer, *items):
     "Replace the output area's content with `items` (skipped when display_output is False)."

@@ -40,6 +40,7 @@ def seed_run_name(seed: int) -> str:
     "The folder of one seed's run inside its family."
     return f"seed-{seed}"
 
+# %% ../nbs/14c_family.ipynb #59caada1
 def family_corpus(family_dir: Path,  # the family's folder
                   params: dict       # the family's run parameters (checked)
                  ) -> str:  # the corpus folder every seed's run reads
@@ -48,6 +49,7 @@ def family_corpus(family_dir: Path,  # the family's folder
     from ssl_mepr.demo import make_demo_corpus
     return str(make_demo_corpus(family_dir / "corpus", seed=params["seed"], size=params["demo_size"]).resolve())
 
+# %% ../nbs/14c_family.ipynb #88d07f13
 def seed_params(params: dict, seed: int, family_dir: Path, corpus: str) -> dict:
     "One seed's run parameters: the family's, with its own seed and folder, and the shared corpus."
     return {**params, "seed": seed, "runs_root": str(family_dir), "run_name": seed_run_name(seed), "corpus": corpus}
@@ -120,6 +122,7 @@ def stage2_frame(run_dir, modality: str, split: str = "test") -> pd.DataFrame:
     frame = prediction_frame(rows, data.tensors["emotion_logits"][modality].numpy(), data.tensors["personality_scores"][modality].numpy())
     return frame[data.tensors["present"][modality].numpy()].reset_index(drop=True)
 
+# %% ../nbs/14c_family.ipynb #620d26b4
 def stage2_family(runs: dict, modality: str, split: str = "test") -> SeedFamily:
     "One modality's stage-2 predictions over the seeds."
     return SeedFamily([stage2_frame(d, modality, split) for d in runs.values()], f"stage 2 {modality}")
@@ -174,6 +177,7 @@ def file_seeds(params  # a YAML parameter file, or None
     "The seeds a parameter file names (a family file), without checking the rest."
     return read_params(params).get("seeds") if params else None
 
+# %% ../nbs/14c_family.ipynb #3d4b341c
 def train_family(stage: int,         # run stages 1..stage of every seed
                  params=None,        # YAML parameter file (None: the demo); its `seeds` key is the default seeds
                  seeds=None,         # the seeds (a list or "42,7,123"); None: the file's

@@ -191,12 +191,13 @@ def format_prediction(result: dict  # from `predict_video`
 USER_ERRORS = (MediaError, CheckpointError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
                ValueError, UnicodeError, ImportError)  # ImportError: an optional extra (MediaPipe, YOLO) not installed
 
+# %% ../nbs/13_predict.ipynb #3f46b3b6
 def _user_errors() -> tuple:
     "Exceptions that mean bad input (exit code 2), including the backbone loader's."
     from ssl_mepr.extractors import BackboneError
     return (*USER_ERRORS, BackboneError)
 
-
+# %% ../nbs/13_predict.ipynb #352f0aa7
 def read_transcript(text: str | None, path: str | None) -> str | None:
     "The transcript from --transcript or --transcript-file (UTF-8, at most MAX_TRANSCRIPT_BYTES); clear errors otherwise."
     if text is not None and path is not None: raise ValueError("give --transcript or --transcript-file, not both")
@@ -244,6 +245,7 @@ def _fail(args, prefix: str, e: BaseException, code: int) -> int:
     print(f"{prefix}: error: {message}{hint}", file=sys.stderr)
     return code
 
+# %% ../nbs/13_predict.ipynb #fad1c255
 def check_output_file(path,  # where the JSON result goes
                       inputs,  # the input files of the command
                       overwrite: bool = False  # replace an existing file that is not an input
@@ -257,6 +259,7 @@ def check_output_file(path,  # where the JSON result goes
         if not overwrite: raise ValueError(f"--json {path}: the file exists; pass --overwrite to replace it")
     return path
 
+# %% ../nbs/13_predict.ipynb #90d4aad1
 def run_predict(args) -> int:
     "`ssl-mepr predict` with parsed arguments; the exit code."
     if args.json and args.json != "-": check_output_file(args.json, args.videos, args.overwrite)  # before any work
@@ -276,4 +279,3 @@ def run_predict(args) -> int:
         if args.json == "-": print(text)  # `ssl-mepr` writes a name's undecodable bytes as JSON escapes (\udcXX)
         else: atomic_write_bytes(args.json, (text + "\n").encode("utf-8", "backslashreplace"))  # the same, in the file
     return code
-

@@ -36,20 +36,24 @@ def label_tensors(rows: pd.DataFrame) -> dict:
     return {"emotion": torch.tensor(rows[list(EMOTIONS)].to_numpy(np.float32)),
             "personality": torch.tensor(rows[list(TRAITS)].to_numpy(np.float32))}
 
+# %% ../nbs/11c_stages.ipynb #192b6334
 def split_rows(manifest: pd.DataFrame, corpus: str, split: str) -> pd.DataFrame:
     "The manifest rows of one corpus and split (error when there are none)."
     rows = manifest[(manifest.corpus == corpus) & (manifest.split == split)]
     if rows.empty: raise ValueError(f"the manifest has no {corpus} clips in split {split!r}")
     return rows
 
+# %% ../nbs/11c_stages.ipynb #a0c8c00a
 class NoFeaturesError(FileNotFoundError):
     "No clip of a split has stored features of a modality (the message names the failures table and its reasons)."
 
+# %% ../nbs/11c_stages.ipynb #47b8d641
 def _reasons(table: pd.DataFrame, n: int = 3) -> str:
     "The commonest reasons of a failures table, with their counts."
     counts = table.reason.value_counts()
     return "; ".join(f"{r} ({k})" for r, k in counts.head(n).items()) + (f"; {len(counts) - n} other reasons" if len(counts) > n else "")
 
+# %% ../nbs/11c_stages.ipynb #d68bf246
 def _no_features_message(store: Path, rows: pd.DataFrame, corpus: str, split: str, modality: str) -> str:
     "Why a split has no usable clip of a modality, naming the failures table."
     failed = read_failures(store); failed = failed[failed.clip_id.isin(rows.clip_id)]
@@ -60,6 +64,7 @@ def _no_features_message(store: Path, rows: pd.DataFrame, corpus: str, split: st
             + (f"; {left} were never extracted (run `ssl-mepr extract`)" if left and len(failed) else
                " (run `ssl-mepr extract`)" if left else " (fix the inputs, then run `ssl-mepr extract` again: it retries failed clips)"))
 
+# %% ../nbs/11c_stages.ipynb #67b27c7f
 def sequence_split(features_root,  # the feature store's root
                    manifest: pd.DataFrame,  # clips and labels
                    corpus: str, split: str, modality: str,
@@ -75,6 +80,7 @@ def sequence_split(features_root,  # the feature store's root
     return TensorData({"x": x, "lengths": lengths, **label_tensors(have)},
                       {"clip_ids": have.clip_id.tolist(), "clips_in_split": len(rows), "clips_without_features": len(rows) - len(have)})
 
+# %% ../nbs/11c_stages.ipynb #ecc37c82
 def concat_splits(*parts: TensorData) -> TensorData:
     "Rows of several sequence splits in one `TensorData` (sequences zero-padded to the longest)."
     T = max(p.tensors["x"].shape[1] for p in parts)
@@ -177,11 +183,13 @@ def save_stage3_inputs(path, clip_ids, outputs: dict) -> Path:
     tensors = {k: v.contiguous() for k, v in outputs.items()}
     return atomic_write_bytes(path, safetensors_save(tensors, metadata={"clip_ids": json.dumps(list(clip_ids))}))
 
+# %% ../nbs/11c_stages.ipynb #ad195e56
 def load_stage3_inputs(path) -> tuple[list, dict]:
     "Read what `save_stage3_inputs` wrote: (clip ids, {features, emotion_logits, personality_scores})."
     with safe_open(str(path), framework="pt") as f:
         return json.loads(f.metadata()["clip_ids"]), {k: f.get_tensor(k) for k in f.keys()}
 
+# %% ../nbs/11c_stages.ipynb #6057a429
 def export_stage3_inputs(model, features_root, manifest, modality: str, out_dir, config=None, max_len=None) -> list:
     "Run a trained stage-2 model over every corpus and split of the manifest; write one file per corpus/split."
     written = []
@@ -217,12 +225,14 @@ def stage3_split(inputs_root,  # folder holding <modality>/<inputs_subdir>/<corp
     cat = lambda xs: {k: cat([x[k] for x in xs]) for k in xs[0]} if isinstance(xs[0], dict) else torch.cat(xs)
     return TensorData(cat(parts), {"clip_ids": ids_all})
 
+# %% ../nbs/11c_stages.ipynb #fbc773de
 def complete_clips(data: TensorData) -> TensorData:
     "The rows of a stage-3 split that have every modality (the authors' collate drops the others)."
     keep = torch.stack(list(data.tensors["present"].values()), 1).all(1)
     ids = [c for c, k in zip(data.info.get("clip_ids", []), keep.tolist()) if k]
     return TensorData(data.take(torch.nonzero(keep)[:, 0]), {"clip_ids": ids, "clips_left_out": int((~keep).sum())})
 
+# %% ../nbs/11c_stages.ipynb #9855c01c
 def coverage_counts(data: TensorData) -> dict:
     "How many clips of a stage-3 split have each modality, and how many have none."
     present = data.tensors["present"]
@@ -349,6 +359,7 @@ def run_stage3(run_dir, manifest: pd.DataFrame, modalities=MODALITIES,
     task = Stage3Task(MultiTaskLoss(**(loss or {})), gn)
     return fit(model, task, data["train"], {"dev": data["dev"], "test": data["test"]}, Path(run_dir) / name, cfg, ctx)
 
+# %% ../nbs/11c_stages.ipynb #28baebf4
 def stage3_split_from_run(stage2_dir, manifest, split, modalities) -> TensorData:
     "`stage3_split` reading each modality's exported inputs from a run's stage-2 folders."
     view = Path(stage2_dir)
@@ -384,14 +395,17 @@ def run_stages(spec: RunSpec, upto: int,
 SUMMARY_COLUMNS = ["mWACC", "mF1", "mACC", "CCC_pooled", "mCCC", "mean_combo"]
 COUNT_COLUMNS = ["clips_scored", "clips_in_split"]  # on how many clips of the split (both corpora) a row's numbers rest
 
+# %% ../nbs/11c_stages.ipynb #72da315b
 def _scored(metrics: dict) -> int:
     "Clips scored by one model on one split (emotion-labelled plus trait-labelled; 0 when a run predates the counts)."
     return int(metrics.get("clips_emotion", 0)) + int(metrics.get("clips_personality", 0))
 
+# %% ../nbs/11c_stages.ipynb #223ab569
 def _read_metrics(folder) -> dict | None:
     p = Path(folder) / "metrics.json"
     return json.loads(p.read_text()) if p.exists() else None
 
+# %% ../nbs/11c_stages.ipynb #94160196
 def run_summary(run_dir, manifest: pd.DataFrame, splits=("dev", "test")) -> pd.DataFrame:
     "The metrics of every finished stage of a run and the label-only baselines, one row per (model, split)."
     from ssl_mepr.metrics import baseline_metrics
@@ -418,6 +432,7 @@ def run_summary(run_dir, manifest: pd.DataFrame, splits=("dev", "test")) -> pd.D
     table = table.set_index(["model", "split"])
     return table.reindex(columns=SUMMARY_COLUMNS + COUNT_COLUMNS).astype({**{c: float for c in SUMMARY_COLUMNS}, **{c: "Int64" for c in COUNT_COLUMNS}})
 
+# %% ../nbs/11c_stages.ipynb #11bb16f7
 def summary_percent(table: pd.DataFrame,  # from `run_summary`
                     digits: int = 2  # decimals of the percentages
                    ) -> pd.DataFrame:  # the metrics in percent, the clip counts as they are

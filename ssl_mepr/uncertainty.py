@@ -37,6 +37,7 @@ def _macro(per_label, present):  # [..., 6, 2] per-label scores, [..., 6, 2] boo
     "Mean over the labels seen in truth or prediction (scikit-learn's `average=\"macro\"`)."
     return (per_label * present).sum(-1) / present.sum(-1)
 
+# %% ../nbs/14b_uncertainty.ipynb #af684f54
 def emotion_scores(pred: np.ndarray,  # [..., n, 6] bool predicted presence (leading axes: resamples)
                    true: np.ndarray   # [..., n, 6] bool true presence
                   ) -> dict:  # mWACC and mF1, each [...]
@@ -60,6 +61,7 @@ def _ccc(x, y, axis):  # two arrays of series along `axis`
     out = np.where(xc | yc, 0.0, out)
     return np.where(xc & yc & (np.take(x, 0, axis) == np.take(y, 0, axis)), 1.0, out)
 
+# %% ../nbs/14b_uncertainty.ipynb #75747186
 def personality_scores(scores: np.ndarray,  # [..., n, 5] predicted trait scores
                        targets: np.ndarray  # [..., n, 5] trait targets
                       ) -> dict:  # mACC, CCC_pooled, mCCC, each [...]
@@ -110,11 +112,13 @@ N_RESAMPLES = 2000   # bootstrap resamples and permutations per interval or test
 
 CONFIDENCE = 0.95
 
+# %% ../nbs/14b_uncertainty.ipynb #01ad0723
 def _n_clips(family: SeedFamily, metric: str) -> int:
     n = len(family.clip_ids[METRIC_TASKS[metric]])
     if not n: raise ValueError(f"{family.name or 'family'}: no {TASK_CORPUS[METRIC_TASKS[metric]]} clips to compute {metric} on")
     return n
 
+# %% ../nbs/14b_uncertainty.ipynb #704de6f6
 def clip_interval(family: SeedFamily, metric: str,   # the predictions and the metric
                   n_resamples: int = N_RESAMPLES,    # bootstrap resamples
                   confidence: float = CONFIDENCE,    # coverage of the interval
