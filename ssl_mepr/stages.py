@@ -17,7 +17,8 @@ from .labels import EMOTIONS, TRAITS
 from .devices import DEFAULT_DEVICE, PRECISIONS, device_report, full_precision
 from .features import find_store, read_sequences, read_failures, stored_clip_ids, atomic_write_bytes, atomic_write_text, remove_abandoned_temporaries
 from .metrics import emotion_metrics, personality_metrics, selection_scalars
-from .losses import EMOTION_LOSSES, UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
+from .losses import EMOTION_LOSSES, UnimodalLoss, MultiTaskLoss, valid_rows
+from .gradients import TwoWalletGradNorm
 from .unimodal import build_stage1, build_stage2, stage3_inputs, MODALITY_CONFIGS, CORRECTED, CrossDomainBase
 from .demo import DEMO_DIMS
 from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS, GRAPH_ATTENTION_SCORINGS
