@@ -28,8 +28,9 @@ import time
 
 import torch
 
-from ssl_mepr.losses import (MultiTaskLoss, ReferenceTwoWalletGradNorm, TwoHeadMLP, TwoWalletGradNorm,
-                             mixed_batch)
+from ssl_mepr.gradients import TwoWalletGradNorm
+from ssl_mepr.gradnorm import ReferenceTwoWalletGradNorm, TwoHeadMLP, mixed_batch
+from ssl_mepr.losses import MultiTaskLoss
 
 
 def build(args):
