@@ -57,8 +57,8 @@ def probe_attention_recording(redispatch: Callable | None = getattr(torch.overri
     "Run a tiny attention under a recording mode that enters it with `redispatch`, on random numbers of its own."
     if redispatch is None or not hasattr(torch.overrides, "_get_current_function_mode_stack"): return False
     try:
-        with torch.random.fork_rng(devices=[]):   # the caller's random state stays as it was
-            att, q, kv = nn.MultiheadAttention(4, 1), torch.randn(1, 2, 4), torch.randn(3, 2, 4)
+        with torch.random.fork_rng(devices=[]):   # on the CPU, whatever the default device; the caller's random state kept
+            att, q, kv = nn.MultiheadAttention(4, 1, device="cpu"), torch.randn(1, 2, 4, device="cpu"), torch.randn(3, 2, 4, device="cpu")
             mode = _LinearCalls(redispatch)
             with mode: out = att(q, kv, kv)[0]
             weights = [w for _, _, w, _, _ in mode.calls]
@@ -66,10 +66,14 @@ def probe_attention_recording(redispatch: Callable | None = getattr(torch.overri
                     and weights[2] is att.out_proj.weight and torch.equal(out, att(q, kv, kv)[0]))
     except Exception: return False
 
+def _other_modes_active() -> bool:
+    "True while a torch-function or dispatch mode is active (tracing, fake or meta tensors, a profiler)."
+    return torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack() > 0
+
 def attention_redispatch() -> Callable | None:
     "`torch.overrides.redispatch_function` if the probe passed, else None (attention unrecorded); probed on first use."
     if "redispatch" in _PROBED: return _PROBED["redispatch"]
-    if torch._C._is_torch_function_mode_enabled(): return None   # another handler active: the probe would fail for that alone
+    if _other_modes_active(): return None   # the probe would run under them: no verdict yet
     _PROBED["redispatch"] = torch.overrides.redispatch_function if probe_attention_recording() else None
     return _PROBED["redispatch"]
 
