@@ -1,9 +1,12 @@
 """Time one training step with two-wallet GradNorm: our implementation's paths against the released per-term loop.
 
 The two-head MLP (about 2.1 M parameters) or the stage-3 fusion model at its released size (`--model fusion`),
-batches of 32 mixed clips (23 MOSEI-like, 9 FIv2-like) with all four loss terms present (pseudo-label thresholds
-lowered so both pseudo-label terms always have rows), Adam. One step = forward, loss terms, GradNorm update,
-gradients, optimizer step. Prints the median of the timed steps for:
+batches of 32 mixed clips (23 MOSEI-like, 9 FIv2-like), Adam. `--terms 4` (the default): all four loss terms present
+(pseudo-label thresholds lowered so both pseudo-label terms always have rows); `--terms 3`: the emotion pseudo-label
+term never has rows (its threshold at 1, which no probability exceeds), as in a stage-3 batch where no FIv2 clip is
+confident about its emotion. One step = forward, loss terms, GradNorm update,
+gradients, optimizer step. The kinds are built side by side and timed in alternating rounds (`--rounds`), so that a
+stretch in which a shared machine is busy slows them all rather than one. Prints the median of the timed steps for:
 
 * plain: fixed weights, one backward of the sum (no GradNorm);
 * reference: `ReferenceTwoWalletGradNorm`, one `autograd.grad` per term, then a backward of the total;
@@ -17,7 +20,7 @@ gradients, optimizer step. Prints the median of the timed steps for:
 Every other kind uses the default (per-tensor) Adam, as the authors' code does.
 
     python bench/bench_gradnorm.py [--steps 30] [--batch 32] [--device cpu] [--threads N] [--model mlp|fusion]
-                                   [--kinds plain,reference,two_pass]
+                                   [--kinds plain,reference,two_pass] [--terms 3|4] [--rounds 4]
 """
 import argparse
 import statistics
@@ -25,8 +28,9 @@ import time
 
 import torch
 
-from ssl_mepr.losses import (MultiTaskLoss, ReferenceTwoWalletGradNorm, TwoHeadMLP, TwoWalletGradNorm,
-                             mixed_batch)
+from ssl_mepr.gradients import TwoWalletGradNorm
+from ssl_mepr.gradnorm import ReferenceTwoWalletGradNorm, TwoHeadMLP, mixed_batch
+from ssl_mepr.losses import MultiTaskLoss
 
 
 def build(args):
@@ -56,34 +60,47 @@ def make_batches(args, g):
     return batches
 
 
-def time_steps(kind: str, args) -> list[float]:
-    "Seconds per step for one implementation ('plain' = fixed weights, one backward, no GradNorm)."
+def stepper(kind: str, args):
+    "A function that runs one timed training step of one implementation and returns its seconds ('plain' = no GradNorm)."
     torch.manual_seed(0)
     model, forward = build(args)
     if kind == "stage3":
         from ssl_mepr.training import TrainConfig, make_optimizer
         opt = make_optimizer(model.parameters(), TrainConfig())
     else: opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    criterion = MultiTaskLoss(tau_emotion=0.0, tau_personality=0.5)
+    criterion = MultiTaskLoss(tau_emotion=0.0 if args.terms == 4 else 1.0, tau_personality=0.5)
     gn = {"batched": TwoWalletGradNorm, "watched": TwoWalletGradNorm, "two_pass": TwoWalletGradNorm, "stage3": TwoWalletGradNorm,
           "reference": ReferenceTwoWalletGradNorm}.get(kind, lambda: None)()
     if kind == "watched": gn.watch(model, independent_rows=False)
     if kind in ("two_pass", "stage3"): gn.watch(model, independent_rows=True)
-    batches = make_batches(args, torch.Generator().manual_seed(0))
-    times = []
-    for step in range(args.warmup + args.steps):
-        x, emo_t, per_t = batches[step % len(batches)]
+    batches, done = make_batches(args, torch.Generator().manual_seed(0)), [0]
+
+    def step() -> float:
+        x, emo_t, per_t = batches[done[0] % len(batches)]
+        done[0] += 1
         if args.device.startswith("cuda"): torch.cuda.synchronize()
         t0 = time.perf_counter()
         opt.zero_grad()
         losses = criterion(*forward(x), emo_t, per_t)
-        assert len(losses) == 4, sorted(losses)
+        assert len(losses) == args.terms, sorted(losses)
         if kind in ("batched", "watched", "two_pass", "stage3"): gn.step(losses, model, set_grads=True)
         elif kind == "reference": gn.step(losses, model).backward()
         else: sum(losses.values()).backward()
         opt.step()
         if args.device.startswith("cuda"): torch.cuda.synchronize()
-        if step >= args.warmup: times.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+    return step
+
+
+def time_side_by_side(kinds: list, args) -> dict:
+    "Seconds per step of each kind: warm-up steps first, then `rounds` rounds that each time every kind in turn."
+    steppers = {kind: stepper(kind, args) for kind in kinds}
+    for step in steppers.values():
+        for _ in range(args.warmup): step()
+    times = {kind: [] for kind in kinds}
+    per_round = [len(r) for r in torch.arange(args.steps).tensor_split(args.rounds)]
+    for n in per_round:   # a stretch where the shared machine is busy slows every kind, not one
+        for kind, step in steppers.items(): times[kind] += [step() for _ in range(n)]
     return times
 
 
@@ -97,12 +114,14 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--model", choices=("mlp", "fusion"), default="mlp", help="the MLP or the stage-3 fusion model")
+    p.add_argument("--rounds", type=int, default=4, help="the timed steps of every kind are spread over this many alternating rounds")
+    p.add_argument("--terms", type=int, choices=(3, 4), default=4, help="loss terms per batch: 4, or 3 without emo_ssl")
     p.add_argument("--kinds", default="plain,reference,batched,watched,two_pass,stage3", help="comma-separated subset to time")
     args = p.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     n_params = sum(q.numel() for q in build(args)[0].parameters())
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, {args.model} with "
-          f"{n_params:,} parameters, batch {args.batch}, 4 loss terms, median of {args.steps} steps")
+          f"{n_params:,} parameters, batch {args.batch}, {args.terms} loss terms, median of {args.steps} steps in {args.rounds} alternating rounds")
     medians = {}
     what = {"plain": "fixed weights, one backward (no GradNorm)",
             "reference": "ReferenceTwoWalletGradNorm: autograd.grad per term, then backward",
@@ -110,8 +129,9 @@ def main():
             "watched": "the same after .watch(model, independent_rows=False): Gram-matrix norms for linear layers",
             "two_pass": "after .watch(model) on a model with independent rows: two row-split passes",
             "stage3": "two_pass with the trainer's fused Adam: the step stage 3 runs"}
-    for kind in [k for k in what if k in args.kinds.split(",")]:
-        medians[kind] = statistics.median(time_steps(kind, args))
+    times = time_side_by_side([k for k in what if k in args.kinds.split(",")], args)
+    for kind in times:
+        medians[kind] = statistics.median(times[kind])
         print(f"{kind:>10}: {1e3 * medians[kind]:8.2f} ms/step   {what[kind]}")
     for kind in [k for k in ("batched", "watched", "two_pass", "stage3") if k in medians and "reference" in medians]:
         print(f"speed-up of {kind} over reference: {medians['reference'] / medians[kind]:.2f}x")

@@ -11,7 +11,8 @@ forward + loss + GradNorm + Adam on pre-built batches), then the loop's rate at 
 import argparse, time
 import torch
 from ssl_mepr.fusion import FusionModel, RELEASED_INPUT_DIMS
-from ssl_mepr.losses import MultiTaskLoss, TwoWalletGradNorm
+from ssl_mepr.gradients import TwoWalletGradNorm
+from ssl_mepr.losses import MultiTaskLoss
 from ssl_mepr.stages import Stage3Task
 from ssl_mepr.training import TensorData, TrainConfig, ProcessContext, make_optimizer, _train_epoch
 

@@ -16,7 +16,8 @@ from .labels import EMOTIONS, TRAITS, MODALITIES
 from .devices import DEFAULT_DEVICE, device_report, full_precision
 from .features import find_store, read_sequences, read_failures, stored_clip_ids, atomic_write_bytes, atomic_write_text
 from .metrics import emotion_metrics, personality_metrics, selection_scalars
-from .losses import EMOTION_LOSSES, UnimodalLoss, MultiTaskLoss, TwoWalletGradNorm, valid_rows
+from .losses import UnimodalLoss, MultiTaskLoss, valid_rows
+from .gradients import TwoWalletGradNorm
 from .unimodal import build_stage1, stage3_inputs, MODALITY_CONFIGS
 from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS
 from .training import TensorData, TrainConfig, fit, load_best, FitResult, ProcessContext, process_context
