@@ -1,4 +1,4 @@
-"Tests of ssl_mepr.encoders against independent references (the notebook nbs/07_encoders.ipynb holds more, next to the code)."
+"Tests of ssl_mepr.encoders against independent references (the notebook nbs/11_encoders.ipynb holds more, next to the code)."
 import pytest
 import torch
 import torch.nn.functional as F

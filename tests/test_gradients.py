@@ -1,4 +1,4 @@
-"Tests of ssl_mepr.gradients: TwoWalletGradNorm's paths against the released loop, exact resume, the fusion model and its ablations (nbs/10c_gradients.ipynb holds more, next to the code)."
+"Tests of ssl_mepr.gradients: TwoWalletGradNorm's paths against the released loop, exact resume, the fusion model and its ablations (nbs/17_gradients.ipynb holds more, next to the code)."
 import warnings
 
 import pytest

@@ -1,4 +1,4 @@
-"Tests of ssl_mepr.gradnorm: the wallet update by hand, the renormalisation rules, the released loop (nbs/10b_gradnorm.ipynb holds more, next to the code)."
+"Tests of ssl_mepr.gradnorm: the wallet update by hand, the renormalisation rules, the released loop (nbs/15_gradnorm.ipynb holds more, next to the code)."
 import pytest
 
 from ssl_mepr.gradnorm import ReferenceTwoWalletGradNorm, wallet_update

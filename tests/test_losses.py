@@ -1,4 +1,4 @@
-"Tests of ssl_mepr.losses: hand-checked values of the loss terms and the stage-1/2 loss (nbs/10_losses.ipynb holds more, next to the code)."
+"Tests of ssl_mepr.losses: hand-checked values of the loss terms and the stage-1/2 loss (nbs/14_losses.ipynb holds more, next to the code)."
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"Property and hand-computed tests of ssl_mepr.metrics (the notebook nbs/06_metrics.ipynb holds more, next to the code)."
+"Property and hand-computed tests of ssl_mepr.metrics (the notebook nbs/05_metrics.ipynb holds more, next to the code)."
 import warnings
 
 import numpy as np
