@@ -28,6 +28,7 @@ class Wallet:
     alpha: float   # GradNorm's restoring-force exponent
     lr: float      # step size of the weight update
 
+# %% ../nbs/15_gradnorm.ipynb #0dde727e
 def released_wallets(weight_emotion: float = 1.0,     # initial emo_sup weight
                      weight_personality: float = 1.0, # initial per_sup weight
                      lambda_ssl: float = 0.4,         # initial weight of each pseudo-label term
@@ -108,6 +109,7 @@ def named_trainable(params  # an nn.Module, an iterable of (name, tensor) pairs,
     if not out: raise ValueError("params: no tensor that requires grad")
     return out
 
+# %% ../nbs/15_gradnorm.ipynb #0e07e7fd
 def shared_mask(named: list,        # the result of `named_trainable`
                 mode: str = "all",  # "all" (released) or "trunk"
                 trunk: Callable[[str], bool] | Iterable[torch.Tensor] = is_trunk_parameter  # name predicate or the trunk tensors
@@ -154,6 +156,7 @@ def state_dict(self: ReferenceTwoWalletGradNorm) -> dict:
     "The weights and the baselines, as plain floats."
     return {"weights": dict(self.weights), "baselines": dict(self.baselines)}
 
+# %% ../nbs/15_gradnorm.ipynb #18e6a74a
 @patch
 def load_state_dict(self: ReferenceTwoWalletGradNorm,
                     state: Mapping):  # a `state_dict()` result
@@ -232,6 +235,7 @@ class TwoHeadMLP(nn.Module):
         h = self.trunk(x)
         return self.emo_head(h), torch.sigmoid(self.pkl_head(h))
 
+# %% ../nbs/15_gradnorm.ipynb #2809b8f0
 def mixed_batch(n_mosei: int,   # rows with emotion targets (and all-NaN trait targets)
                 n_fiv2: int,    # rows with trait targets (and all-NaN emotion targets)
                 d_in: int = 12, # input width

@@ -143,6 +143,7 @@ def confident_emotion_rows(probs: torch.Tensor,  # [N, 7] emotion probabilities
     conf, label = probs.max(dim=1)
     return conf > tau, label
 
+# %% ../nbs/14_losses.ipynb #8d14b7b9
 def confident_trait_elements(q: torch.Tensor,  # [N, 5] trait scores clamped to [0, 1]
                              tau: float = 0.6  # confidence threshold, strict on both sides
                             ) -> torch.Tensor:  # [N, 5] bool
@@ -158,6 +159,7 @@ def emotion_pseudo_label_loss(logits: torch.Tensor,  # [N, 7] emotion logits of 
     if not selected.any(): return None
     return F.cross_entropy(logits[selected], label[selected])
 
+# %% ../nbs/14_losses.ipynb #37cf2582
 def personality_pseudo_label_loss(scores: torch.Tensor,  # [N, 5] trait scores of rows without trait labels
                                   tau: float = 0.6       # confidence threshold, strict
                                  ) -> torch.Tensor | None:  # scalar, or None when no element is confident

@@ -17,10 +17,12 @@ __all__ = ['probe_attention_recording', 'attention_redispatch', 'LinearRecorder'
 # %% ../nbs/16_recording.ipynb #984ac85d
 _MATMUL = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)  # how `x @ W` reaches a mode
 
+# %% ../nbs/16_recording.ipynb #83179ccc
 def _overrides_torch_functions(t: torch.Tensor) -> bool:
     "True for a tensor of a subclass that handles torch functions itself (plain tensors and parameters do not)."
     return type(t) is not torch.Tensor and type(t).__torch_function__ is not torch._C._disabled_torch_function_impl
 
+# %% ../nbs/16_recording.ipynb #68cb536d
 class _LinearCalls(TorchFunctionMode):
     "Collects the `F.linear` calls, and products `x @ W` with a trainable leaf (or a view of one), made while active."
     def __init__(self, redispatch: Callable | None = None):  # how to enter an attention with the mode inside; None: do not
@@ -52,6 +54,7 @@ class _LinearCalls(TorchFunctionMode):
 # %% ../nbs/16_recording.ipynb #0c2a0007
 _PROBED: dict = {}   # the probe's verdict, once per process
 
+# %% ../nbs/16_recording.ipynb #d6e80cb4
 def probe_attention_recording(redispatch: Callable | None = getattr(torch.overrides, "redispatch_function", None)  # the candidate
                              ) -> bool:  # True when the attention's projections are seen and its output is unchanged
     "Run a tiny attention under a recording mode that enters it with `redispatch`, on random numbers of its own."
@@ -66,10 +69,12 @@ def probe_attention_recording(redispatch: Callable | None = getattr(torch.overri
                     and weights[2] is att.out_proj.weight and torch.equal(out, att(q, kv, kv)[0]))
     except Exception: return False
 
+# %% ../nbs/16_recording.ipynb #18e56fbc
 def _other_modes_active() -> bool:
     "True while a torch-function or dispatch mode is active (tracing, fake or meta tensors, a profiler)."
     return torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack() > 0
 
+# %% ../nbs/16_recording.ipynb #dd9a5932
 def attention_redispatch() -> Callable | None:
     "`torch.overrides.redispatch_function` if the probe passed, else None (attention unrecorded); probed on first use."
     if "redispatch" in _PROBED: return _PROBED["redispatch"]
@@ -141,6 +146,7 @@ def _param_rows(t: torch.Tensor | None,  # a weight or bias used by a recorded c
     if offset % row: return None
     return index[id(base)], offset // row, offset // row + t.shape[0]
 
+# %% ../nbs/16_recording.ipynb #79b3125d
 def linear_plan(recorder: LinearRecorder | None,  # the recorder, or None
                  tensors: list                     # the trainable tensors given to `step`
                 ) -> dict:  # (module, weight rows, bias rows, x @ W?) -> (calls [(h, z)], weight rows, bias rows, rows layout)
@@ -169,6 +175,7 @@ def linear_plan(recorder: LinearRecorder | None,  # the recorder, or None
         if not drop: return groups
         for key in drop: del groups[key]
 
+# %% ../nbs/16_recording.ipynb #e28fa21b
 def _tiling(n: int, blocks: list) -> list:  # the blocks' (start, end) if they tile range(n) without overlap, else None
     spans = sorted((s, e) for _, s, e in blocks)
     edges = [0] + [e for _, e in spans]
@@ -182,6 +189,7 @@ def _tensors(output) -> list:  # the tensors in a module's output that require g
     if isinstance(output, (tuple, list)): return [t for o in output for t in _tensors(o)]
     return []
 
+# %% ../nbs/16_recording.ipynb #940a1f2b
 class RowRecorder:
     "Forward hooks for the row-split path: the model's outputs, LayerNorm calls, outputs of modules using their own parameters."
     def __init__(self, model: nn.Module):
@@ -240,6 +248,7 @@ def reaches(outputs: list,  # tensors to walk back from
         todo += [f for f, _ in n.next_functions if f is not None]
     return False
 
+# %% ../nbs/16_recording.ipynb #3d0d3e3d
 def feeds(t: torch.Tensor,  # one output of a module call
            others: list,     # the call's other outputs
            stops: set        # autograd nodes of the call's inputs: the walk stops there
@@ -247,6 +256,7 @@ def feeds(t: torch.Tensor,  # one output of a module call
     "Whether walking back from `others` through the call's autograd graph reaches `t`."
     return reaches(others, t.grad_fn, stops)
 
+# %% ../nbs/16_recording.ipynb #9002b21e
 def leaves_reached(outputs: list,  # tensors to walk back from
                     stops: set      # nodes where the walk stops
                    ) -> set:        # the gradient accumulators (parameters) reached
@@ -260,12 +270,14 @@ def leaves_reached(outputs: list,  # tensors to walk back from
         todo += [f for f, _ in n.next_functions if f is not None]
     return leaves
 
+# %% ../nbs/16_recording.ipynb #87ccd130
 def leaf_node(view: torch.Tensor):  # the AccumulateGrad node of the parameter a view was taken from
     "Follow a view's single-input autograd nodes down to the parameter's gradient accumulator."
     n = view.grad_fn
     while n is not None and not hasattr(n, "variable"): n = n.next_functions[0][0] if n.next_functions else None
     return n
 
+# %% ../nbs/16_recording.ipynb #574fe1aa
 def is_batch_expand(a: torch.Tensor, p: torch.Tensor, B: int) -> bool:
     "True when `a` is `p` (with a leading 1) expanded to B rows: `p.expand(B, ...)`."
     return a._base is p and p.ndim == a.ndim and p.shape[0] == 1 and a.shape[0] == B and a.stride(0) == 0 and a.shape[1:] == p.shape[1:]
