@@ -71,3 +71,29 @@ def test_nothing_imports_the_command_line():
 def test_predict_loads_no_widget_plot_or_statistics_library():
     assert modules_loaded_by("ssl_mepr.predict") == []
     assert {"ipywidgets", "matplotlib"} <= set(modules_loaded_by("ssl_mepr.explore"))  # the probe sees them when they are loaded
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 600, 60
+ENGINE = ("gradients",)  # the per-term gradient engine: an optimisation checked against the plain loop, allowed longer functions
+
+
+def test_modules_and_functions_stay_readable():
+    "No module reaches 600 lines and no function 60 lines (the gradient engine's functions excepted)."
+    long_modules = {m: n for m in MODULES if (n := len((PACKAGE / f"{m}.py").read_text(encoding="utf-8").splitlines())) >= MAX_MODULE_LINES}
+    assert not long_modules, f"modules of {MAX_MODULE_LINES} lines or more: {long_modules}"
+    long_functions = [f"{m}.{node.name} ({node.end_lineno - node.lineno + 1} lines)" for m in MODULES if m not in ENGINE
+                      for node in ast.walk(ast.parse((PACKAGE / f"{m}.py").read_text(encoding="utf-8")))
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+
+
+def test_notebooks_in_data_flow_order():
+    "No numbered notebook uses a module whose notebook is numbered after it (in any of its code cells)."
+    import json, re
+    notebooks = sorted((PACKAGE.parent / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    code = {nb.name: "\n".join("".join(c["source"]) for c in json.loads(nb.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code")
+            for nb in notebooks}
+    home = {m.group(1): name for name, src in code.items() if (m := re.search(r"#\| default_exp (\w+)", src))}
+    later = [(name, home[used]) for name, src in code.items() for used in set(re.findall(r"ssl_mepr\.(\w+)", src)) & set(home)
+             if home[used] > name]
+    assert not later, f"notebooks using a module whose notebook comes later: {later}"
