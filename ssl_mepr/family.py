@@ -77,7 +77,7 @@ def run_family(params: dict,            # run parameters (a YAML file's, with ov
               ) -> list[Path]:  # the seed runs' folders, in the order of `seeds`
     "Train one complete run per seed into <runs_root>/<run_name>/seed-<s>/, sharing one corpus and its features; resumable."
     seeds, params = check_seeds(seeds, source), check_run_params(dict(params), source)
-    ctx = ctx or process_context(params.get("device", "auto"))
+    ctx = ctx or process_context(params.get("device", DEFAULT_DEVICE))
     family_dir = Path(params.get("runs_root") or project_root() / "runs") / params.get("run_name", RUN_DEFAULTS["run_name"])
     family_dir.mkdir(parents=True, exist_ok=True)
     _family_record(family_dir, params, seeds)
