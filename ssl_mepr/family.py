@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from .features import atomic_write_text
 from .devices import DEFAULT_DEVICE, device_report
-from .run import RUN_DEFAULTS, RunParameterError, check_run_params, open_run, project_root, demo_backbones, run_params, read_params
+from .run import RUN_DEFAULTS, RunParameterError, check_run_params, open_run, project_root, demo_backbones, run_params, read_params, exported_modalities
 from .stages import run_stages, split_rows, stage3_split_from_run
 from .training import ProcessContext, process_context
 from .analysis import prediction_frame, stage3_predictions, run_manifest
@@ -28,9 +28,10 @@ def check_seeds(seeds,  # a list of seeds (ints), or a comma-separated string of
                ) -> list[int]:  # the seeds, in the given order
     "Refuse anything but two or more distinct integer seeds."
     if isinstance(seeds, str): seeds = [s.strip() for s in seeds.split(",") if s.strip()]
-    try: out = [int(s) for s in seeds]
-    except (TypeError, ValueError): raise RunParameterError(f"{source}: seeds must be integers; got {seeds!r}") from None
-    if any(isinstance(s, float) and not float(s).is_integer() for s in seeds): raise RunParameterError(f"{source}: seeds must be integers; got {seeds!r}")
+    whole = lambda s: (isinstance(s, int) and not isinstance(s, bool)) or (isinstance(s, str) and s.lstrip("-").isdigit())
+    if not isinstance(seeds, (list, tuple)) or not all(whole(s) for s in seeds):
+        raise RunParameterError(f"{source}: seeds must be whole numbers; got {seeds!r}")
+    out = [int(s) for s in seeds]
     if len(out) < 2: raise RunParameterError(f"{source}: a family needs two or more seeds; got {out}")
     if len(set(out)) != len(out): raise RunParameterError(f"{source}: seeds repeat: {out}")
     return out
@@ -130,14 +131,12 @@ def stage2_family(runs: dict, modality: str, split: str = "test") -> SeedFamily:
 # %% ../nbs/26_family.ipynb #80a7b236
 SELECTION_METRIC = {"emotion": "mWACC", "personality": "mACC"}   # how the best stage-2 model of a task is chosen (on dev)
 
-def best_stage2(runs: dict, task: str,  # the family's runs; "emotion" or "personality"
-                split: str = "dev"      # the split that chooses (never test)
-               ) -> str:  # the modality whose stage-2 model has the best seed-mean selection metric
-    "The task's best stage-2 model, chosen on dev by the seed mean of its selection metric."
-    from ssl_mepr.run import exported_modalities
-    modalities = exported_modalities(next(iter(runs.values())))
-    score = {m: family_metric(stage2_family(runs, m, split), SELECTION_METRIC[task]).mean() for m in modalities}
-    return max(score, key=score.get)
+def best_stage2(runs: dict,          # the family's runs
+                split: str = "dev"   # the split that chooses (never test)
+               ) -> dict:  # task -> the modality whose stage-2 model has the best seed-mean selection metric
+    "Each task's best stage-2 model, chosen on dev by the seed mean of the task's selection metric."
+    dev = {m: stage2_family(runs, m, split) for m in exported_modalities(next(iter(runs.values())))}
+    return {task: max(dev, key=lambda m: family_metric(dev[m], metric).mean()) for task, metric in SELECTION_METRIC.items()}
 
 # %% ../nbs/26_family.ipynb #9f26dd31
 def family_configurations(runs: dict, split: str = "test") -> dict:
@@ -145,9 +144,7 @@ def family_configurations(runs: dict, split: str = "test") -> dict:
     out = {"stage 3": stage3_family(runs, split)}
     if all((d / "stage3-supervised" / "best.pt").exists() for d in runs.values()):
         out["stage 3, supervised terms"] = stage3_family(runs, split, "stage3-supervised", "stage 3, supervised terms")
-    for task in SELECTION_METRIC:
-        m = best_stage2(runs, task)
-        out[f"best stage 2 ({task})"] = stage2_family(runs, m, split)
+    for task, m in best_stage2(runs).items(): out[f"best stage 2 ({task})"] = stage2_family(runs, m, split)
     return out
 
 # %% ../nbs/26_family.ipynb #cfd0b7eb

@@ -35,7 +35,7 @@ def test_file_seeds_and_bad_seed_lists(tmp_path):
     out = train("--params", params, "--runs-root", tmp_path, "--stage", "1")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "two or more seeds" in out.stderr, out.stderr
     out = train("--params", params, "--runs-root", tmp_path, "--seeds", "1,one")
-    assert out.returncode == 2 and "seeds must be integers" in out.stderr, out.stderr
+    assert out.returncode == 2 and "seeds must be whole numbers" in out.stderr, out.stderr
     assert not (tmp_path / "fam").exists()   # refused before anything was written
 
 
