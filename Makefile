@@ -60,8 +60,12 @@ clean-check: $(INSTALLED)
 	  echo "clean-check: notebooks are clean and the package matches them"; \
 	else echo "clean-check: not a git checkout, skipped"; fi
 
+## Each test command gets a temporary folder of its own (TMPDIR), removed afterwards whatever the outcome: notebook
+## workers exit without running exit handlers, so scratch folders they made would otherwise pile up in /tmp.
+IN_SCRATCH = scratch=$$(mktemp -d -t ssl_mepr_tests.XXXXXX) && trap 'rm -rf "$$scratch"' EXIT && TMPDIR=$$scratch
+
 nbtest: $(INSTALLED)
-	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
+	$(IN_SCRATCH) MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest: $(INSTALLED)
-	MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile
+	$(IN_SCRATCH) MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile

@@ -8,9 +8,10 @@ backbones at the paper's sizes are timed by `bench/bench_extract.py`.
 
     python bench/bench_rehearsal.py
 """
-import json, os, subprocess, sys, tempfile, time
+import json, os, subprocess, sys, time
 from pathlib import Path
 
+from ssl_mepr.features import scratch_folder
 from ssl_mepr.extractors import save_tiny_backbones
 from ssl_mepr.rehearsal import write_rehearsal_corpora
 
@@ -27,7 +28,7 @@ def timed(*args) -> float:
 
 
 def main():
-    root = Path(tempfile.mkdtemp(prefix="rehearsal-"))
+    root = scratch_folder("rehearsal-")  # removed when the benchmark exits
     start = time.perf_counter()
     corpora = write_rehearsal_corpora(root / "official")
     times = {"write the rehearsal corpora": time.perf_counter() - start}

@@ -18,8 +18,8 @@ from safetensors.numpy import save_file
 
 # %% auto #0
 __all__ = ['FINGERPRINT_BYTES', 'config_key', 'writer_tag', 'process_running', 'temporary_abandoned',
-           'remove_abandoned_temporaries', 'replacing', 'atomic_write_bytes', 'atomic_write_text', 'store_dir',
-           'store_configs', 'find_store', 'write_shard', 'SequenceSet', 'GarbledShardError', 'read_shard',
+           'remove_abandoned_temporaries', 'replacing', 'atomic_write_bytes', 'atomic_write_text', 'scratch_folder',
+           'store_dir', 'store_configs', 'find_store', 'write_shard', 'SequenceSet', 'GarbledShardError', 'read_shard',
            'read_sequences', 'set_aside_garbled_shards', 'stored_clip_ids', 'stored_inputs', 'finished_clip_ids',
            'read_failures', 'record_failures', 'forget_clips', 'clip_inputs']
 
@@ -124,6 +124,16 @@ def atomic_write_bytes(path,  # destination file
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically."
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+# %% ../nbs/02_features.ipynb #70250c0f
+_SCRATCH_FOLDERS = []  # the TemporaryDirectory objects of this process, kept until it exits
+
+def scratch_folder(prefix: str = "ssl_mepr_"  # how the folder's name starts
+                   ) -> Path:
+    "A new empty folder under the system's temporary folder, removed with its contents when this process exits."
+    folder = tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True)
+    _SCRATCH_FOLDERS.append(folder)
+    return Path(folder.name)
 
 # %% ../nbs/02_features.ipynb #903000b4
 def store_dir(root,  # the store's root folder

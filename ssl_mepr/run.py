@@ -4,13 +4,13 @@
 
 # %% ../nbs/20_run.ipynb #8c597fa5
 from __future__ import annotations
-import dataclasses, json, os, tempfile
+import dataclasses, json, os
 from pathlib import Path
 from types import MappingProxyType
 import pandas as pd
 from .labels import MODALITIES
 from .devices import DEFAULT_DEVICE, PRECISIONS, device_report, resolve_device
-from .features import find_store, atomic_write_text, remove_abandoned_temporaries
+from .features import find_store, atomic_write_text, remove_abandoned_temporaries, scratch_folder
 from .losses import EMOTION_LOSSES
 from .unimodal import build_stage1, build_stage2, MODALITY_CONFIGS, CORRECTED, CrossDomainBase
 from .demo import DEMO_DIMS, DEMO_SIZES
@@ -359,7 +359,7 @@ def with_test_settings(params: dict  # a notebook's run parameters
                       ) -> dict:  # the same, or with the tiny settings in a temporary runs_root under nbdev-test
     "Under nbdev-test (IN_TEST set) the parameters with NOTEBOOK_TEST_SETTINGS in a temporary folder; unchanged otherwise."
     if not os.environ.get("IN_TEST"): return params
-    return {**params, **NOTEBOOK_TEST_SETTINGS, "runs_root": tempfile.mkdtemp()}
+    return {**params, **NOTEBOOK_TEST_SETTINGS, "runs_root": str(scratch_folder())}
 
 # %% ../nbs/20_run.ipynb #15e0a4f0
 def open_notebook_run(namespace: dict,  # the stage notebook's globals() after its parameters cell

@@ -97,3 +97,12 @@ def test_notebooks_in_data_flow_order():
     later = [(name, home[used]) for name, src in code.items() for used in set(re.findall(r"ssl_mepr\.(\w+)", src)) & set(home)
              if home[used] > name]
     assert not later, f"notebooks using a module whose notebook comes later: {later}"
+
+
+def test_no_temporary_folder_outlives_its_process():
+    "Notebooks, modules and tests make temporary folders that are removed: `scratch_folder` or a `with` block, never a bare mkdtemp."
+    root = PACKAGE.parent
+    sources = [*root.glob("nbs/*.ipynb"), *PACKAGE.glob("*.py"), *root.glob("tests/*.py"), *root.glob("bench/*.py")]
+    bare = [p.relative_to(root).as_posix() for p in sources if p != Path(__file__).resolve()
+            and "mkdtemp(" in p.read_text(encoding="utf-8")]
+    assert not bare, f"files with a bare tempfile.mkdtemp (use ssl_mepr.features.scratch_folder): {bare}"
