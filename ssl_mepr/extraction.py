@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .labels import MODALITIES, IMAGE_MODALITIES
-from .media import MediaError, read_frames, read_audio, make_detector, crop_sequence
+from .media import MediaError, read_frames, read_audio, make_detector, frame_boxes, crops_from_boxes
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 from .features import store_dir, write_shard, finished_clip_ids, record_failures, read_failures, stored_inputs, forget_clips, clip_inputs, set_aside_garbled_shards
 
@@ -77,6 +77,7 @@ class ClipExtraction:
     kept_frames: dict  # "face"/"body" -> [K] bool, frames whose crop entered the sequence
     transcript: str | None  # the text used (given, or from ASR)
     timings: dict  # step -> seconds
+    boxes: dict = field(default_factory=dict)  # "face"/"body" -> [K] the box found in each sampled frame (Box or None)
 
 # %% ../nbs/10_extraction.ipynb #55ecb378
 def make_detectors(settings: ExtractionSettings) -> dict:
@@ -104,9 +105,9 @@ def _image_sequences(frames, backbones, settings, detectors, modalities, out: Cl
     wanted = [m for m in ("face", "body") if m in modalities]
     if not wanted: return
     with _timed(out.timings, "detection"):
-        crops = {m: crop_sequence(frames, detectors[m], settings.substitute_missing_crops, out.frame_indices) for m in wanted}
+        out.boxes = {m: frame_boxes(frames, detectors[m], out.frame_indices) for m in wanted}
     for m in wanted:
-        images, mask = crops[m]
+        images, mask = crops_from_boxes(frames, out.boxes[m], settings.substitute_missing_crops)
         out.kept_frames[m] = mask
         if not images:
             what = "face" if m == "face" else "person"

@@ -18,7 +18,8 @@ __all__ = ['ATTACHED_PIC', 'DETECTORS', 'DETECTION_MAX_SIDE', 'MediaError', 'ope
            'probe_media', 'sample_frame_indices', 'upright', 'read_frames', 'read_audio', 'Box', 'Detector',
            'HaarFaceDetector', 'HOGPersonDetector', 'MediaPipeFaceDetector', 'MediaPipePoseBodyDetector',
            'YoloDetector', 'make_detector', 'average_box', 'detect_downscaled', 'frame_boxes', 'crop_box',
-           'crop_sequence', 'face_and_body_crops', 'portrait_frames', 'sound_track', 'write_portrait_clip']
+           'crops_from_boxes', 'crop_sequence', 'face_and_body_crops', 'portrait_frames', 'sound_track',
+           'write_portrait_clip']
 
 # %% ../nbs/03_media.ipynb #af1078e7
 class MediaError(ValueError):
@@ -394,19 +395,27 @@ def crop_box(frame: np.ndarray,  # [H, W, 3]
     return frame[y0:y1, x0:x1].copy()
 
 # %% ../nbs/03_media.ipynb #5b7979d1
+def crops_from_boxes(frames,  # [K, H, W, 3] sampled frames
+                     boxes,  # [K] one Box or None per frame (from `frame_boxes`)
+                     substitute: bool = False  # True: the full frame stands in for a missing crop (the app's behaviour)
+                    ) -> tuple[list[np.ndarray], np.ndarray]:  # crops of the kept frames, mask [K] bool of kept frames
+    "One crop per frame with a box (or per frame, substituting), and the mask of frames kept."
+    crops, mask = [], []
+    for frame, box in zip(frames, boxes):
+        if box is not None: crops.append(crop_box(frame, box))
+        elif substitute: crops.append(np.array(frame, copy=True))
+        mask.append(box is not None or substitute)
+    return crops, np.array(mask, dtype=bool)
+
+# %% ../nbs/03_media.ipynb #3d2fb3d3
 def crop_sequence(frames,  # [K, H, W, 3] sampled frames
                   detector: Detector,  # returns the boxes of one frame
                   substitute: bool = False,  # True: the full frame stands in for a missing crop (the app's behaviour)
                   keys=None,  # [K] the frames' decoded indices: a frame sampled twice is detected once
                   max_side: int = DETECTION_MAX_SIDE  # longest side seen by the detector (0: no shrinking)
                  ) -> tuple[list[np.ndarray], np.ndarray]:  # crops of the kept frames, mask [K] bool of kept frames
-    "One crop per frame with a detection (or per frame, substituting), and the mask of frames kept."
-    crops, mask = [], []
-    for frame, box in zip(frames, frame_boxes(frames, detector, keys, max_side)):
-        if box is not None: crops.append(crop_box(frame, box))
-        elif substitute: crops.append(np.array(frame, copy=True))
-        mask.append(box is not None or substitute)
-    return crops, np.array(mask, dtype=bool)
+    "Detect in each frame, then `crops_from_boxes`."
+    return crops_from_boxes(frames, frame_boxes(frames, detector, keys, max_side), substitute)
 
 # %% ../nbs/03_media.ipynb #162e1594
 def face_and_body_crops(frames,  # [K, H, W, 3] sampled frames

@@ -27,8 +27,9 @@ from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run', 'stage2_outputs', 'predict_video',
-           'format_prediction', 'read_transcript', 'add_predict_arguments', 'check_output_file', 'run_predict']
+__all__ = ['USER_ERRORS', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run', 'stage2_outputs',
+           'attention_entry', 'frames_entry', 'predict_video', 'format_prediction', 'read_transcript',
+           'add_predict_arguments', 'check_output_file', 'run_predict']
 
 # %% ../nbs/23_predict.ipynb #935e935c
 @dataclass
@@ -124,6 +125,24 @@ def stage2_outputs(models: PredictionModels,  # a loaded run
         for kind in batch: batch[kind][m] = out[kind].to(models.device)
     return batch
 
+# %% ../nbs/23_predict.ipynb #524d04da
+def attention_entry(out  # a FusionOutput computed with return_attention=True
+                   ) -> dict:  # {"graph"|"emotion query"|"personality query": {modality: weight} or None}
+    "The modality attention of one clip, as plain numbers (None where the model has no such attention)."
+    weights = lambda w: None if w is None else {m: float(v) for m, v in zip(out.modalities, w[0].float().cpu().tolist())}
+    cross = out.cross_attention or {}
+    return {"graph": weights(None if out.graph_attention is None else out.graph_attention.mean(dim=1)),
+            "emotion query": weights(cross.get("emotion")), "personality query": weights(cross.get("personality"))}
+
+# %% ../nbs/23_predict.ipynb #aee33520
+def frames_entry(found  # the ClipExtraction of one clip
+                ) -> dict:  # {"sampled": [K], "with_face"|"with_body": [...], "boxes": {"face"|"body": [K] [x0, y0, x1, y1] or None}}
+    "The sampled frame indices, those whose face or body crop was used, and the box found in each sampled frame."
+    box = lambda b: None if b is None else [round(float(v), 2) for v in (b.x0, b.y0, b.x1, b.y1)]
+    return {"sampled": found.frame_indices.tolist(),
+            **{f"with_{m}": found.frame_indices[found.kept_frames[m]].tolist() for m in found.kept_frames},
+            "boxes": {m: [box(b) for b in boxes] for m, boxes in found.boxes.items()}}
+
 # %% ../nbs/23_predict.ipynb #82de5244
 def predict_video(models: PredictionModels,  # from `load_run`
                   video_path,  # the video file
@@ -145,7 +164,7 @@ def predict_video(models: PredictionModels,  # from `load_run`
         raise ValueError(f"{video_path}: no modality could be extracted ({'; '.join(f'{m}: {r}' for m, r in found.problems.items())})")
     t = time.perf_counter()
     fusion = fusion_for(models, available)
-    with torch.inference_mode(): out = fusion(batch["features"], batch["emotion_logits"], batch["personality_scores"])
+    with torch.inference_mode(): out = fusion(batch["features"], batch["emotion_logits"], batch["personality_scores"], return_attention=True)
     probs = torch.softmax(out.emotion_logits.float(), 1).cpu().numpy()[0]
     scores = out.personality_scores.float().cpu().numpy()[0]
     timings["stage 3"] = time.perf_counter() - t
@@ -156,9 +175,7 @@ def predict_video(models: PredictionModels,  # from `load_run`
               "modalities": {m: {"used": m in fusion.active_modalities, "steps": int(len(found.sequences[m])) if m in found.sequences else 0,
                                  "reason": None if m in fusion.active_modalities else found.problems.get(m, "not in this run")}
                              for m in MODALITIES},
-              "transcript": found.transcript,
-              "frames": {"sampled": found.frame_indices.tolist(),
-                         **{f"with_{m}": found.frame_indices[found.kept_frames[m]].tolist() for m in found.kept_frames}}}
+              "attention": attention_entry(out), "transcript": found.transcript, "frames": frames_entry(found)}
     if attributions:
         t = time.perf_counter()
         cast = {kind: {m: v.detach().clone().float() for m, v in d.items()} for kind, d in batch.items()}
