@@ -4,7 +4,7 @@
 
 # %% ../nbs/27_explore.ipynb #0c445332
 from __future__ import annotations
-import io
+import html, io
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -22,7 +22,9 @@ from .stages import stage3_split_from_run, split_rows
 from .analysis import run_manifest, prediction_frame, dominant_emotion, PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX
 
 # %% auto #0
-__all__ = ['ALL', 'ExplorerData', 'load_explorer_data', 'filter_clips', 'clip_summary', 'attention_collapse_table', 'clip_figure',
+__all__ = ['SATURATION_TOLERANCE', 'README_URL', 'ALL', 'ExplorerData', 'load_explorer_data', 'filter_clips', 'clip_summary',
+           'attention_collapse_table', 'saturated_outputs', 'run_profile', 'output_notes', 'draw_outputs',
+           'draw_modality_bars', 'draw_scatter', 'clip_figure', 'outputs_tables', 'tables_html', 'notes_widget',
            'Explorer']
 
 # %% ../nbs/27_explore.ipynb #5deb3ac9
@@ -140,7 +142,101 @@ def attention_collapse_table(data: ExplorerData  # from `load_explorer_data`
                                                     **{c: (c, "mean") for c in frame.columns if c.startswith("uniform_")})
     return table
 
+# %% ../nbs/27_explore.ipynb #2b53e874
+SATURATION_TOLERANCE = 0.01  # an output this close to 0 or 1 counts as saturated
+README_URL = "https://github.com/ssl-mepr/ssl_mepr#the-papers-numbers-and-ours"  # where the saturation is explained
+
+# %% ../nbs/27_explore.ipynb #bf12670e
+def saturated_outputs(probs,  # [B, 7] emotion probabilities
+                      scores,  # [B, 5] trait scores
+                      tol: float = SATURATION_TOLERANCE  # distance from 0 or 1 that counts as saturated
+                     ) -> dict:  # {"emotion": [B] bool, "traits": [B, 5] bool}
+    "Clips whose top emotion probability is within `tol` of 1, and trait scores within `tol` of 0 or 1."
+    probs, scores = np.atleast_2d(np.asarray(probs, float)), np.atleast_2d(np.asarray(scores, float))
+    return {"emotion": probs.max(axis=1) >= 1 - tol, "traits": (scores <= tol) | (scores >= 1 - tol)}
+
+# %% ../nbs/27_explore.ipynb #86448cb4
+def run_profile(data: ExplorerData,  # from `load_explorer_data`
+                tol: float = SATURATION_TOLERANCE  # see `saturated_outputs`
+               ) -> pd.DataFrame:  # index: corpus names and "all"; columns: clips and shares in [0, 1]
+    "How often a run's outputs saturate and its attention is uniform or collapsed, per corpus and over all clips."
+    c = data.clips
+    sat = saturated_outputs(c[[PROB_PREFIX + e for e in EMOTIONS]], c[[SCORE_PREFIX + t for t in TRAITS]], tol)
+    uniform = {k: uniform_weights(torch.from_numpy(v)).numpy() for k, v in data.cross_attention.items()}
+    flags = pd.DataFrame({"corpus": c.corpus.to_numpy(), "saturated_emotion": sat["emotion"],
+                          "saturated_all_traits": sat["traits"].all(1), "saturated_any_trait": sat["traits"].any(1),
+                          "uniform_queries": uniform["emotion"] & uniform["personality"], "collapsed_graph": data.collapsed})
+    grouped = pd.concat([flags, flags.assign(corpus="all")]).groupby("corpus", sort=False)
+    return pd.concat([grouped.size().rename("clips"), grouped.mean()], axis=1)
+
+# %% ../nbs/27_explore.ipynb #4d0372bc
+def _share(profile: pd.DataFrame, corpus: str | None, column: str) -> str:
+    "'k of n <corpus> clips in this run' from a `run_profile` table."
+    key = corpus if corpus in profile.index else "all"
+    n = int(profile.loc[key, "clips"]); k = round(profile.loc[key, column] * n)
+    return f"{k} of {n} {'' if key == 'all' else key + ' '}clips in this run"
+
+# %% ../nbs/27_explore.ipynb #6761155c
+def output_notes(probs,  # [7] the clip's emotion probabilities
+                 scores,  # [5] its trait scores
+                 attention: dict,  # {"graph": [N], "emotion query": [N], "personality query": [N]} weights (a value may be None)
+                 profile: pd.DataFrame,  # `run_profile` of the run
+                 corpus: str | None = None,  # the clip's corpus (None: a video from elsewhere)
+                 tol: float = SATURATION_TOLERANCE  # see `saturated_outputs`
+                ) -> list[str]:  # notes as HTML fragments; empty when nothing needs saying
+    "Notes on a clip's saturated outputs and uniform attention, with their share in the run."
+    sat, notes = saturated_outputs(probs, scores, tol), []
+    why = f' (<a href="{README_URL}" target="_blank">README: the pseudo-label terms</a>)'
+    if sat["emotion"][0]:
+        top = EMOTIONS[int(np.argmax(probs))]
+        notes.append(f"Saturated emotion output: p({top}) = {float(np.max(probs)):.4f}; {_share(profile, corpus, 'saturated_emotion')} "
+                     "look the same. The released emotion pseudo-label term pushes clips without emotion labels (FIv2) to one "
+                     f"emotion; a saturated softmax has almost no gradient, so the emotion attributions are about 0. Expected, not a bug{why}.")
+    if sat["traits"][0].any():
+        names = ", ".join(t for t, s in zip(TRAITS, sat["traits"][0]) if s)
+        notes.append(f"Saturated trait scores ({names} within {tol:g} of 0 or 1); {_share(profile, corpus, 'saturated_any_trait')} "
+                     "have at least one. The released trait pseudo-label term pushes the scores of clips without trait labels "
+                     f"(MOSEI) to 0 or 1, and their trait attributions to about 0. Expected, not a bug{why}.")
+    queries = [attention.get(k) for k in ("emotion query", "personality query")]
+    if all(q is not None for q in queries) and all(bool(uniform_weights(torch.as_tensor(np.asarray(q, float))[None])[0]) for q in queries):
+        notes.append(f"Uniform attention: both task queries give every modality weight 1/{len(queries[0])}; "
+                     f"{_share(profile, corpus, 'uniform_queries')} do. The released graph attention can give every modality the "
+                     "same attention row (its mixed tokens are then one vector), and then no query can prefer a modality "
+                     "(nbs/13_fusion.ipynb, README: the graph attention often does nothing).")
+    return notes
+
 # %% ../nbs/27_explore.ipynb #65d119b9
+def draw_outputs(ax, outputs: pd.DataFrame,  # rows of one kind from clip_summary's "outputs" (predicted, label)
+                 title: str):
+    "Predicted values as bars, labels (where known) as black markers."
+    x = range(len(outputs))
+    ax.bar(x, outputs.predicted, color="tab:blue", label="predicted")
+    if outputs.label.notna().any(): ax.plot(x, outputs.label, "o", color="black", label="label")
+    ax.set_xticks(x, outputs.index, rotation=35, ha="right", fontsize=8)
+    top = max(1.0, np.nanmax(outputs[["predicted", "label"]].to_numpy(float), initial=0.0))  # raw intensities can pass 1
+    ax.set_ylim(0, 1.05 * top); ax.set_title(title, fontsize=9); ax.legend(fontsize=7)
+
+# %% ../nbs/27_explore.ipynb #2a8faf63
+def draw_modality_bars(ax, table: pd.DataFrame,  # rows: groups on the x axis; columns: one bar each
+                       title: str):
+    "Grouped bars of a per-modality table (attention or attributions)."
+    width = 0.8 / max(table.shape[1], 1)
+    for j, col in enumerate(table.columns):
+        ax.bar(np.arange(len(table)) - 0.4 + width * (j + 0.5), table[col], width, label=col)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(table)), table.index); ax.set_title(title, fontsize=9); ax.legend(fontsize=7, ncols=2)
+
+# %% ../nbs/27_explore.ipynb #e89a5f1a
+def draw_scatter(ax, pool: pd.DataFrame,  # the clips drawn grey (prediction-table columns)
+                 point: tuple,  # (p_emotion, s_trait) of the highlighted clip
+                 label: str,  # the highlighted clip's name
+                 emotion: str, trait: str):
+    "One emotion's probability against one trait's score: the pool grey, the clip red."
+    ax.scatter(pool[PROB_PREFIX + emotion], pool[SCORE_PREFIX + trait], s=8, color="0.7", label="run's clips")
+    ax.scatter([point[0]], [point[1]], s=60, color="tab:red", edgecolor="black", label=label)
+    ax.set_xlabel(f"p({emotion})"); ax.set_ylabel(f"{trait} score"); ax.legend(fontsize=7)
+
+# %% ../nbs/27_explore.ipynb #049e3e4d
 def clip_figure(data: ExplorerData, clip_id: str,
                 scatter_clips: pd.DataFrame | None = None,  # the clips drawn grey in the scatter; None: all
                 emotion: str = "Happiness",  # the scatter's x: p_<emotion>
@@ -150,29 +246,30 @@ def clip_figure(data: ExplorerData, clip_id: str,
     s, row = clip_summary(data, clip_id), data.clips.iloc[data.row(clip_id)]
     fig = Figure(figsize=(12, 6.5), layout="constrained")
     grid = fig.add_gridspec(2, 3)
-    for k, (kind, names) in enumerate((("emotion", EMOTIONS), ("trait", TRAITS))):
-        ax, part = fig.add_subplot(grid[0, k]), s["outputs"][s["outputs"].kind == kind]
-        ax.bar(range(len(names)), part.predicted, color="tab:blue", label="predicted")
-        ax.plot(range(len(names)), part.label, "o", color="black", label="label")
-        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-        top = max(1.0, np.nanmax(part[["predicted", "label"]].to_numpy(float), initial=0.0))  # raw intensities can pass 1
-        ax.set_ylim(0, 1.05 * top); ax.set_title(f"{kind} outputs", fontsize=9); ax.legend(fontsize=7)
-    ax = fig.add_subplot(grid[0, 2])
-    pool = data.clips if scatter_clips is None else scatter_clips
-    ax.scatter(pool[PROB_PREFIX + emotion], pool[SCORE_PREFIX + trait], s=8, color="0.7", label="filtered clips")
-    ax.scatter([row[PROB_PREFIX + emotion]], [row[SCORE_PREFIX + trait]], s=60, color="tab:red", edgecolor="black", label=clip_id)
-    ax.set_xlabel(f"p({emotion})"); ax.set_ylabel(f"{trait} score"); ax.legend(fontsize=7)
-    for k, (key, title) in enumerate((("attention", "modality attention"), ("attribution", "Input×Gradient"))):
-        ax = fig.add_subplot(grid[1, 0] if key == "attention" else grid[1, 1:])
-        table = s[key] if key == "attention" else s[key].T
-        width = 0.8 / table.shape[1]
-        for j, col in enumerate(table.columns):
-            ax.bar(np.arange(len(table)) - 0.4 + width * (j + 0.5), table[col], width, label=col)
-        ax.axhline(0, color="black", linewidth=0.6)
-        if key == "attention" and s["collapsed"]: title += " (graph rows identical: the cross-attention is uniform)"
-        ax.set_xticks(range(len(table)), table.index); ax.set_title(title, fontsize=9); ax.legend(fontsize=7, ncols=2)
+    for k, kind in enumerate(("emotion", "trait")):
+        draw_outputs(fig.add_subplot(grid[0, k]), s["outputs"][s["outputs"].kind == kind], f"{kind} outputs")
+    draw_scatter(fig.add_subplot(grid[0, 2]), data.clips if scatter_clips is None else scatter_clips,
+                 (row[PROB_PREFIX + emotion], row[SCORE_PREFIX + trait]), clip_id, emotion, trait)
+    title = "modality attention" + (" (graph rows identical: the cross-attention is uniform)" if s["collapsed"] else "")
+    draw_modality_bars(fig.add_subplot(grid[1, 0]), s["attention"], title)
+    draw_modality_bars(fig.add_subplot(grid[1, 1:]), s["attribution"].T, "Input×Gradient")
     fig.suptitle(f"{clip_id} ({row.corpus}, {row.split}); dominant predicted emotion: {row.dominant_emotion}", fontsize=10)
     return fig
+
+# %% ../nbs/27_explore.ipynb #75e2a2ba
+def outputs_tables(outputs: pd.DataFrame  # clip_summary's "outputs": kind, predicted, label per output
+                  ) -> dict:  # {"emotions": [7, 2], "traits": [5, 2]}
+    "The outputs table split into an emotions table and a traits table (predicted and label columns)."
+    return {f"{kind}s": outputs[outputs.kind == kind][["predicted", "label"]] for kind in ("emotion", "trait")}
+
+# %% ../nbs/27_explore.ipynb #eac83c1d
+def tables_html(tables: dict,  # title -> DataFrame
+                digits: int = 3  # decimals shown
+               ) -> str:
+    "Tables side by side (wrapping on narrow windows), each under its title."
+    cell = lambda title, t: (f'<div><b>{html.escape(title)}</b>'
+                             f'{t.to_html(float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0)}</div>')
+    return '<div style="display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start">' + "".join(cell(k, t) for k, t in tables.items()) + "</div>"
 
 # %% ../nbs/27_explore.ipynb #d749e973
 ALL = "all"
@@ -182,6 +279,14 @@ def _png(fig: Figure) -> bytes:
     "A figure as PNG bytes (works with any backend)."
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); return buf.getvalue()
 
+# %% ../nbs/27_explore.ipynb #84cc4ead
+def notes_widget(notes: list[str]  # HTML fragments from `output_notes`
+                ) -> widgets.HTML:
+    "The notes as a highlighted list (an empty widget when there are none)."
+    items = "".join(f"<li>{n}</li>" for n in notes)
+    style = "background:#fff8e1;border-left:4px solid #f0a500;padding:4px 12px;margin:4px 0;max-width:1100px"
+    return widgets.HTML(f'<ul class="ssl-mepr-notes" style="{style}">{items}</ul>' if notes else "")
+
 # %% ../nbs/27_explore.ipynb #1f17db38
 class Explorer:
     "An ipywidgets browser of one run's clips: filters, a clip picker, and the picked clip's outputs, attention and attributions."
@@ -190,6 +295,7 @@ class Explorer:
                 ):
         self.data, self.display_output = data, display_output
         self.filtered, self.clip_id, self.rendered = data.clips, None, {}
+        self.profile = run_profile(data)  # the shares the notes quote
         self._build_widgets()
         self.on_filter_change()
 
@@ -242,17 +348,22 @@ def on_filter_change(self: Explorer, change=None):
 # %% ../nbs/27_explore.ipynb #ac3aa262
 @patch
 def on_clip_change(self: Explorer, change=None):
-    "Render the picked clip (tables and figure) into `rendered` and the output area."
+    "Render the picked clip (notes, tables and figure) into `rendered` and the output area."
     if getattr(self, "_updating", False): return
     self.clip_id = self.picker.value
     if self.clip_id is None:
         self.rendered = {}
-        self._show("no clip passes the filters")
+        self._show(widgets.HTML("no clip passes the filters"))
         return
-    self.rendered = clip_summary(self.data, self.clip_id)
-    self.rendered["figure"] = clip_figure(self.data, self.clip_id, self.filtered, self.emotion.value, self.trait.value)
-    self._show(self.rendered["outputs"].T.round(3), self.rendered["attention"].round(3), self.rendered["attribution"].round(4),
-               widgets.Image(value=_png(self.rendered["figure"]), format="png"))
+    s = self.rendered = clip_summary(self.data, self.clip_id)
+    row = self.data.clips.iloc[self.data.row(self.clip_id)]
+    attention = {"graph": s["attention"]["graph"].to_numpy(), "emotion query": s["attention"]["emotion query"].to_numpy(),
+                 "personality query": s["attention"]["personality query"].to_numpy()}
+    s["notes"] = output_notes(s["outputs"].predicted[:len(EMOTIONS)], s["outputs"].predicted[len(EMOTIONS):], attention,
+                              self.profile, row.corpus)
+    s["figure"] = clip_figure(self.data, self.clip_id, self.filtered, self.emotion.value, self.trait.value)
+    tables = {**outputs_tables(s["outputs"]), "modality attention": s["attention"], "Input×Gradient": s["attribution"]}
+    self._show(notes_widget(s["notes"]), widgets.HTML(tables_html(tables)), widgets.Image(value=_png(s["figure"]), format="png"))
 
 # %% ../nbs/27_explore.ipynb #1d6922bc
 @patch
