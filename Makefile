@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test family setup export clean-check nbtest pytest help
+.PHONY: demo test family explorer-screenshot setup export clean-check nbtest pytest help
 
 help:
 	@echo "make demo   set up .venv (first time only) and run the demo"
@@ -48,6 +48,11 @@ family: $(INSTALLED)
 	@mkdir -p runs/family
 	$(BIN)/papermill nbs/family.ipynb runs/family/family.ipynb -p figures_dir figures
 
+## The README's screenshot of the explorer's video view (figures/explorer_video.png): the browser test, run against
+## runs/$(RUN) (after `make demo`) instead of its tiny run. Needs Debian's chromium.
+explorer-screenshot: $(INSTALLED)
+	SSL_MEPR_BROWSER_RUN=runs/$(RUN) SSL_MEPR_SCREENSHOTS=figures MPLBACKEND=Agg $(BIN)/pytest -q tests/test_explorer_browser.py
+
 ## All tests: the notebooks and package agree, the notebooks run, the integration tests pass.
 test: $(INSTALLED) clean-check nbtest pytest
 
@@ -68,4 +73,4 @@ nbtest: $(INSTALLED)
 	$(IN_SCRATCH) MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest: $(INSTALLED)
-	$(IN_SCRATCH) MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile
+	$(IN_SCRATCH) MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/pytest -q -rs -n 2 --dist loadfile

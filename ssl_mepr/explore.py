@@ -22,10 +22,10 @@ from .stages import stage3_split_from_run, split_rows
 from .analysis import run_manifest, prediction_frame, dominant_emotion, PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX
 
 # %% auto #0
-__all__ = ['SATURATION_TOLERANCE', 'README_URL', 'ALL', 'ExplorerData', 'load_explorer_data', 'filter_clips', 'clip_summary',
-           'attention_collapse_table', 'saturated_outputs', 'run_profile', 'output_notes', 'draw_outputs',
-           'draw_modality_bars', 'draw_scatter', 'clip_figure', 'outputs_tables', 'tables_html', 'notes_widget',
-           'Explorer']
+__all__ = ['SATURATION_TOLERANCE', 'UNIFORM_TOLERANCE', 'README_URL', 'ALL', 'ExplorerData', 'load_explorer_data', 'filter_clips',
+           'clip_summary', 'attention_collapse_table', 'saturated_outputs', 'run_profile', 'output_notes',
+           'draw_outputs', 'draw_modality_bars', 'draw_scatter', 'clip_figure', 'outputs_tables', 'tables_html',
+           'notes_widget', 'Explorer']
 
 # %% ../nbs/27_explore.ipynb #5deb3ac9
 @dataclass
@@ -144,6 +144,7 @@ def attention_collapse_table(data: ExplorerData  # from `load_explorer_data`
 
 # %% ../nbs/27_explore.ipynb #2b53e874
 SATURATION_TOLERANCE = 0.01  # an output this close to 0 or 1 counts as saturated
+UNIFORM_TOLERANCE = 1e-3  # task-query weights this close to 1/N count as uniform (equal to three decimals, as shown)
 README_URL = "https://github.com/ssl-mepr/ssl_mepr#the-papers-numbers-and-ours"  # where the saturation is explained
 
 # %% ../nbs/27_explore.ipynb #bf12670e
@@ -162,7 +163,7 @@ def run_profile(data: ExplorerData,  # from `load_explorer_data`
     "How often a run's outputs saturate and its attention is uniform or collapsed, per corpus and over all clips."
     c = data.clips
     sat = saturated_outputs(c[[PROB_PREFIX + e for e in EMOTIONS]], c[[SCORE_PREFIX + t for t in TRAITS]], tol)
-    uniform = {k: uniform_weights(torch.from_numpy(v)).numpy() for k, v in data.cross_attention.items()}
+    uniform = {k: uniform_weights(torch.from_numpy(v), UNIFORM_TOLERANCE).numpy() for k, v in data.cross_attention.items()}
     flags = pd.DataFrame({"corpus": c.corpus.to_numpy(), "saturated_emotion": sat["emotion"],
                           "saturated_all_traits": sat["traits"].all(1), "saturated_any_trait": sat["traits"].any(1),
                           "uniform_queries": uniform["emotion"] & uniform["personality"], "collapsed_graph": data.collapsed})
@@ -182,6 +183,7 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
                  attention: dict,  # {"graph": [N], "emotion query": [N], "personality query": [N]} weights (a value may be None)
                  profile: pd.DataFrame,  # `run_profile` of the run
                  corpus: str | None = None,  # the clip's corpus (None: a video from elsewhere)
+                 collapsed: bool | None = None,  # whether the clip's graph-attention rows are identical (None: not known)
                  tol: float = SATURATION_TOLERANCE  # see `saturated_outputs`
                 ) -> list[str]:  # notes as HTML fragments; empty when nothing needs saying
     "Notes on a clip's saturated outputs and uniform attention, with their share in the run."
@@ -198,11 +200,14 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
                      "have at least one. The released trait pseudo-label term pushes the scores of clips without trait labels "
                      f"(MOSEI) to 0 or 1, and their trait attributions to about 0. Expected, not a bug{why}.")
     queries = [attention.get(k) for k in ("emotion query", "personality query")]
-    if all(q is not None for q in queries) and all(bool(uniform_weights(torch.as_tensor(np.asarray(q, float))[None])[0]) for q in queries):
+    uniform = lambda q: bool(uniform_weights(torch.as_tensor(np.asarray(q, float))[None], UNIFORM_TOLERANCE)[0])
+    if all(q is not None for q in queries) and all(uniform(q) for q in queries):
+        cause = ("This clip's graph attention has collapsed (every modality the same attention row), so no query can prefer "
+                 "a modality" if collapsed else "A collapsed graph attention (every modality the same attention row) does this; "
+                 "so do task queries that have not learned to prefer any modality")
         notes.append(f"Uniform attention: both task queries give every modality weight 1/{len(queries[0])}; "
-                     f"{_share(profile, corpus, 'uniform_queries')} do. The released graph attention can give every modality the "
-                     "same attention row (its mixed tokens are then one vector), and then no query can prefer a modality "
-                     "(nbs/13_fusion.ipynb, README: the graph attention often does nothing).")
+                     f"{_share(profile, corpus, 'uniform_queries')} do. {cause}. The fusion then averages the modalities "
+                     "(nbs/13_fusion.ipynb; README: the graph attention often does nothing).")
     return notes
 
 # %% ../nbs/27_explore.ipynb #65d119b9
@@ -268,7 +273,7 @@ def tables_html(tables: dict,  # title -> DataFrame
                ) -> str:
     "Tables side by side (wrapping on narrow windows), each under its title."
     cell = lambda title, t: (f'<div><b>{html.escape(title)}</b>'
-                             f'{t.to_html(float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0)}</div>')
+                             f'{t.to_html(float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0, index_names=False)}</div>')
     return '<div style="display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start">' + "".join(cell(k, t) for k, t in tables.items()) + "</div>"
 
 # %% ../nbs/27_explore.ipynb #d749e973
@@ -360,7 +365,7 @@ def on_clip_change(self: Explorer, change=None):
     attention = {"graph": s["attention"]["graph"].to_numpy(), "emotion query": s["attention"]["emotion query"].to_numpy(),
                  "personality query": s["attention"]["personality query"].to_numpy()}
     s["notes"] = output_notes(s["outputs"].predicted[:len(EMOTIONS)], s["outputs"].predicted[len(EMOTIONS):], attention,
-                              self.profile, row.corpus)
+                              self.profile, row.corpus, s["collapsed"])
     s["figure"] = clip_figure(self.data, self.clip_id, self.filtered, self.emotion.value, self.trait.value)
     tables = {**outputs_tables(s["outputs"]), "modality attention": s["attention"], "Input×Gradient": s["attribution"]}
     self._show(notes_widget(s["notes"]), widgets.HTML(tables_html(tables)), widgets.Image(value=_png(s["figure"]), format="png"))
