@@ -23,9 +23,10 @@ from .explore import (ExplorerData, Explorer, load_explorer_data, run_profile, o
                               tables_html, draw_outputs, draw_modality_bars, draw_scatter, _png)
 
 # %% auto #0
-__all__ = ['BOX_COLOURS', 'APP_RUN_VARIABLE', 'APP_DEVICE_VARIABLE', 'TEMPLATES', 'video_tables', 'shown_frames', 'video_figure',
-           'VideoView', 'ExplorerApp', 'explorer_app', 'write_app_notebook', 'free_port', 'check_explorable',
-           'voila_command', 'wait_for_port', 'stop_process_group', 'start_explorer', 'serve_explorer']
+__all__ = ['BOX_COLOURS', 'APP_RUN_VARIABLE', 'APP_DEVICE_VARIABLE', 'APP_STAGE_VARIABLE', 'TEMPLATES', 'video_tables',
+           'shown_frames', 'video_figure', 'VideoView', 'ExplorerApp', 'explorer_app', 'write_app_notebook',
+           'free_port', 'check_explorable', 'voila_command', 'wait_for_port', 'stop_process_group', 'start_explorer',
+           'serve_explorer']
 
 # %% ../nbs/28_app.ipynb #8e09038a
 def video_tables(result: dict  # from `ssl_mepr.predict.predict_video` with attributions
@@ -87,9 +88,10 @@ class VideoView:
     def __init__(self, run_dir,  # the run folder (its backbones.json and checkpoints are loaded at the first prediction)
                  data: ExplorerData,  # the run's explorer data: the scatter's clips and the notes' shares
                  device: str = DEFAULT_DEVICE,  # where the models run
-                 display_output: bool = True  # draw into the output widget (False: only update `rendered`, for tests)
+                 display_output: bool = True,  # draw into the output widget (False: only update `rendered`, for tests)
+                 stage: str = "stage3"  # the fusion model's folder in the run (e.g. "stage3-supervised")
                 ):
-        self.run_dir, self.data, self.device, self.display_output = Path(run_dir), data, device, display_output
+        self.run_dir, self.data, self.device, self.display_output, self.stage = Path(run_dir), data, device, display_output, stage
         self.profile, self.models, self.result, self.rendered = run_profile(data), None, None, {}
         self._build_widgets()
 
@@ -149,7 +151,7 @@ def predict(self: VideoView):
         video = self.video_file()
         if self.models is None:
             self._step(1, "1/3 loading the run's backbones and models…")
-            self.models = load_run(self.run_dir, device=self.device)
+            self.models = load_run(self.run_dir, device=self.device, stage3=self.stage)
         self._step(2, f"2/3 {video.name}: decoding, detecting faces and bodies, embedding, predicting…")
         transcript = self.transcript.value.strip() or None
         self.result = predict_video(self.models, video, transcript, attributions=True)
@@ -194,17 +196,18 @@ class ExplorerApp:
 def explorer_app(run_dir,  # a run folder with a trained stage 3
                  splits=("dev", "test"),  # the splits the run's clips come from
                  device: str = DEFAULT_DEVICE,  # where the models run: auto, cpu, cuda, cuda:N
-                 display_output: bool = True  # False: only update the views' `rendered` (tests)
+                 display_output: bool = True,  # False: only update the views' `rendered` (tests)
+                 stage: str = "stage3"  # the fusion model's folder in the run (e.g. "stage3-supervised")
                 ) -> ExplorerApp:
     "The explorer app of one run."
-    data = load_explorer_data(run_dir, splits=tuple(splits), device=device)
-    explorer, video = Explorer(data, display_output), VideoView(run_dir, data, device, display_output)
+    data = load_explorer_data(run_dir, splits=tuple(splits), device=device, stage=stage)
+    explorer, video = Explorer(data, display_output), VideoView(run_dir, data, device, display_output, stage)
     tab = widgets.Tab(children=[explorer.widget, video.widget], titles=("Run clips", "Your video"))
-    title = widgets.HTML(f"<h3>{Path(run_dir).resolve().name}: {len(data.clips)} clips, modalities {', '.join(data.modalities)}</h3>")
+    title = widgets.HTML(f"<h3>{Path(run_dir).resolve().name} ({stage}): {len(data.clips)} clips, modalities {', '.join(data.modalities)}</h3>")
     return ExplorerApp(explorer, video, widgets.VBox([title, tab]))
 
 # %% ../nbs/28_app.ipynb #7193f204
-APP_RUN_VARIABLE, APP_DEVICE_VARIABLE = "SSL_MEPR_EXPLORE_RUN", "SSL_MEPR_EXPLORE_DEVICE"
+APP_RUN_VARIABLE, APP_DEVICE_VARIABLE, APP_STAGE_VARIABLE = "SSL_MEPR_EXPLORE_RUN", "SSL_MEPR_EXPLORE_DEVICE", "SSL_MEPR_EXPLORE_STAGE"
 TEMPLATES = Path(str(importlib.resources.files("ssl_mepr"))) / "data" / "jupyter"  # JUPYTER_PATH entry holding voila/templates/ssl-mepr
 
 # %% ../nbs/28_app.ipynb #54a3d6f3
@@ -213,7 +216,8 @@ def write_app_notebook(folder  # where to write explorer.ipynb
     "The notebook Voilà serves: the explorer app of the run named in the environment."
     import nbformat
     source = (f"import os\nfrom ssl_mepr.app import explorer_app\n"
-              f"explorer_app(os.environ[{APP_RUN_VARIABLE!r}], device=os.environ.get({APP_DEVICE_VARIABLE!r}, {DEFAULT_DEVICE!r}))")
+              f"explorer_app(os.environ[{APP_RUN_VARIABLE!r}], device=os.environ.get({APP_DEVICE_VARIABLE!r}, {DEFAULT_DEVICE!r}),\n"
+              f"             stage=os.environ.get({APP_STAGE_VARIABLE!r}, 'stage3'))")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = Path(folder) / "explorer.ipynb"
@@ -227,11 +231,11 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 # %% ../nbs/28_app.ipynb #2c548a20
-def check_explorable(run_dir) -> Path:
+def check_explorable(run_dir, stage: str = "stage3") -> Path:
     "The run folder, when it has what the explorer needs (a trained stage 3); else FileNotFoundError naming what is missing."
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run folder (`make demo` makes runs/demo)")
-    for need in ("params.json", "stage3/best.pt"):
+    for need in ("params.json", f"{stage}/best.pt"):
         if not (run_dir / need).exists(): raise FileNotFoundError(f"{run_dir / need}: missing; the explorer needs a run through stage 3")
     return run_dir
 
@@ -264,12 +268,13 @@ def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
 def start_explorer(run_dir,  # a run folder with a trained stage 3
                    port: int | None = None,  # None: a free port
                    device: str = DEFAULT_DEVICE,  # where the models run
-                   ready_timeout: float = 120.0  # seconds Voilà may take to listen
+                   ready_timeout: float = 120.0,  # seconds Voilà may take to listen
+                   stage: str = "stage3"  # the fusion model's folder in the run
                   ) -> tuple[subprocess.Popen, str, Path]:  # the Voilà process, the address with its token, its log file
     "Start Voilà serving the explorer of a run; return once it listens."
-    run_dir = check_explorable(run_dir).resolve()
+    run_dir = check_explorable(run_dir, stage).resolve()
     folder, port, token = scratch_folder("ssl_mepr_explore_"), port or free_port(), secrets.token_urlsafe(24)
-    env = {**os.environ, APP_RUN_VARIABLE: str(run_dir), APP_DEVICE_VARIABLE: device,
+    env = {**os.environ, APP_RUN_VARIABLE: str(run_dir), APP_DEVICE_VARIABLE: device, APP_STAGE_VARIABLE: stage,
            "JUPYTER_PATH": os.pathsep.join(filter(None, [str(TEMPLATES), os.environ.get("JUPYTER_PATH")]))}
     log = folder / "voila.log"
     with open(log, "wb") as out:
@@ -290,10 +295,11 @@ def _interrupt(signum, frame):
 def serve_explorer(run_dir,  # a run folder with a trained stage 3
                    port: int | None = None,  # None: a free port
                    device: str = DEFAULT_DEVICE,  # where the models run
-                   open_browser: bool = False  # also open the address in this machine's browser
+                   open_browser: bool = False,  # also open the address in this machine's browser
+                   stage: str = "stage3"  # the fusion model's folder in the run
                   ) -> int:  # exit code: 0 after Ctrl-C
     "Serve the explorer of a run until Ctrl-C (or SIGTERM); print its address."
-    process, url, log = start_explorer(run_dir, port, device)
+    process, url, log = start_explorer(run_dir, port, device, stage=stage)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a `kill` stops it as Ctrl-C does
     print(f"The explorer of {Path(run_dir)} is at\n\n    {url}\n\n(Voilà's log: {log}; Ctrl-C stops it)", flush=True)
     if open_browser: webbrowser.open(url)

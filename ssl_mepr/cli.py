@@ -55,6 +55,7 @@ def _explore_arguments(p: argparse.ArgumentParser):
     p.add_argument("--run", required=True, help="a run folder through stage 3 (e.g. runs/demo after `make demo`)")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the models run: {DEVICE_CHOICES}")
+    p.add_argument("--stage3", default="stage3", help="fusion model folder inside the run (e.g. stage3-supervised; default: stage3)")
     p.add_argument("--open", action="store_true", help="also open the address in this machine's web browser")
 
 # %% ../nbs/29_cli.ipynb #a0ddd588
@@ -137,7 +138,7 @@ def _run(args) -> int:
     if args.command == "report": print(run_report(args.run, args.figures, args.device)); return 0
     if args.command == "explore":
         from ssl_mepr.app import serve_explorer
-        return serve_explorer(args.run, args.port, args.device, args.open)
+        return serve_explorer(args.run, args.port, args.device, args.open, args.stage3)
     if args.command == "demo-corpus":
         from ssl_mepr.demo import make_demo_corpus, summarize_demo, probe_table
         make_demo_corpus(args.root, seed=args.seed, size=args.size)

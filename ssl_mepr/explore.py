@@ -145,7 +145,7 @@ def attention_collapse_table(data: ExplorerData  # from `load_explorer_data`
 # %% ../nbs/27_explore.ipynb #2b53e874
 SATURATION_TOLERANCE = 0.01  # an output this close to 0 or 1 counts as saturated
 UNIFORM_TOLERANCE = 1e-3  # task-query weights this close to 1/N count as uniform (equal to three decimals, as shown)
-README_URL = "https://github.com/ssl-mepr/ssl_mepr#the-papers-numbers-and-ours"  # where the saturation is explained
+README_URL = "https://github.com/ssl-mepr/ssl_mepr#saturated-outputs-and-uniform-attention"  # where the saturation is explained
 
 # %% ../nbs/27_explore.ipynb #bf12670e
 def saturated_outputs(probs,  # [B, 7] emotion probabilities
@@ -188,7 +188,7 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
                 ) -> list[str]:  # notes as HTML fragments; empty when nothing needs saying
     "Notes on a clip's saturated outputs and uniform attention, with their share in the run."
     sat, notes = saturated_outputs(probs, scores, tol), []
-    why = f' (<a href="{README_URL}" target="_blank">README: the pseudo-label terms</a>)'
+    why = f' (<a href="{README_URL}" target="_blank">README: saturated outputs and uniform attention</a>)'
     if sat["emotion"][0]:
         top = EMOTIONS[int(np.argmax(probs))]
         notes.append(f"Saturated emotion output: p({top}) = {float(np.max(probs)):.4f}; {_share(profile, corpus, 'saturated_emotion')} "
@@ -200,14 +200,14 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
                      "have at least one. The released trait pseudo-label term pushes the scores of clips without trait labels "
                      f"(MOSEI) to 0 or 1, and their trait attributions to about 0. Expected, not a bug{why}.")
     queries = [attention.get(k) for k in ("emotion query", "personality query")]
-    uniform = lambda q: bool(uniform_weights(torch.as_tensor(np.asarray(q, float))[None], UNIFORM_TOLERANCE)[0])
+    uniform = lambda q: bool(uniform_weights(torch.tensor(np.array(q, dtype=float))[None], UNIFORM_TOLERANCE)[0])
     if all(q is not None for q in queries) and all(uniform(q) for q in queries):
         cause = ("This clip's graph attention has collapsed (every modality the same attention row), so no query can prefer "
                  "a modality" if collapsed else "A collapsed graph attention (every modality the same attention row) does this; "
                  "so do task queries that have not learned to prefer any modality")
         notes.append(f"Uniform attention: both task queries give every modality weight 1/{len(queries[0])}; "
                      f"{_share(profile, corpus, 'uniform_queries')} do. {cause}. The fusion then averages the modalities "
-                     "(nbs/13_fusion.ipynb; README: the graph attention often does nothing).")
+                     f"(nbs/13_fusion.ipynb){why}.")
     return notes
 
 # %% ../nbs/27_explore.ipynb #65d119b9
