@@ -25,8 +25,8 @@ from .explore import (ExplorerData, Explorer, load_explorer_data, run_profile, o
 # %% auto #0
 __all__ = ['BOX_COLOURS', 'APP_RUN_VARIABLE', 'APP_DEVICE_VARIABLE', 'APP_STAGE_VARIABLE', 'TEMPLATES', 'video_tables',
            'shown_frames', 'video_figure', 'VideoView', 'ExplorerApp', 'explorer_app', 'write_app_notebook',
-           'free_port', 'check_explorable', 'voila_command', 'wait_for_port', 'stop_process_group', 'start_explorer',
-           'serve_explorer']
+           'free_port', 'port_is_free', 'check_explorable', 'voila_command', 'wait_for_port', 'stop_process_group',
+           'start_explorer', 'serve_explorer']
 
 # %% ../nbs/28_app.ipynb #8e09038a
 def video_tables(result: dict  # from `ssl_mepr.predict.predict_video` with attributions
@@ -230,6 +230,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
+# %% ../nbs/28_app.ipynb #56a47169
+def port_is_free(port: int) -> bool:
+    "Whether a server could listen on 127.0.0.1:`port` now."
+    with socket.socket() as s:
+        try: s.bind(("127.0.0.1", port)); return True
+        except OSError: return False
+
 # %% ../nbs/28_app.ipynb #2c548a20
 def check_explorable(run_dir, stage: str = "stage3") -> Path:
     "The run folder, when it has what the explorer needs (a trained stage 3); else FileNotFoundError naming what is missing."
@@ -243,7 +250,8 @@ def check_explorable(run_dir, stage: str = "stage3") -> Path:
 def voila_command(notebook: Path, port: int, token: str) -> list[str]:
     "The Voilà command line that serves `notebook` on 127.0.0.1:`port` behind `token`, with our template."
     return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-            f"--token={token}", "--template=ssl-mepr", "--show_tracebacks=False"]
+            f"--token={token}", "--template=ssl-mepr", "--show_tracebacks=False",
+            "--Voila.port_retries=0"]  # that port or none: the printed address must be where it listens
 
 # %% ../nbs/28_app.ipynb #b6b091df
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
@@ -273,6 +281,7 @@ def start_explorer(run_dir,  # a run folder with a trained stage 3
                   ) -> tuple[subprocess.Popen, str, Path]:  # the Voilà process, the address with its token, its log file
     "Start Voilà serving the explorer of a run; return once it listens."
     run_dir = check_explorable(run_dir, stage).resolve()
+    if port is not None and not port_is_free(port): raise ValueError(f"--port {port}: something already listens on 127.0.0.1:{port}")
     folder, port, token = scratch_folder("ssl_mepr_explore_"), port or free_port(), secrets.token_urlsafe(24)
     env = {**os.environ, APP_RUN_VARIABLE: str(run_dir), APP_DEVICE_VARIABLE: device, APP_STAGE_VARIABLE: stage,
            "JUPYTER_PATH": os.pathsep.join(filter(None, [str(TEMPLATES), os.environ.get("JUPYTER_PATH")]))}
@@ -281,9 +290,10 @@ def start_explorer(run_dir,  # a run folder with a trained stage 3
         process = subprocess.Popen(voila_command(write_app_notebook(folder), port, token), cwd=folder, env=env,
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try: wait_for_port(port, process, ready_timeout)
-    except RuntimeError as e:
+    except BaseException as e:  # Ctrl-C while waiting too: Voilà runs in its own session and would be left behind
         stop_process_group(process)
-        raise RuntimeError(f"{e}; its log ends: {log.read_text(errors='replace')[-1500:]}") from None
+        if isinstance(e, RuntimeError): raise RuntimeError(f"{e}; its log ends: {log.read_text(errors='replace')[-1500:]}") from None
+        raise
     return process, f"http://127.0.0.1:{port}/?token={token}", log
 
 # %% ../nbs/28_app.ipynb #662d7a94
