@@ -171,17 +171,18 @@ def run_profile(data: ExplorerData,  # from `load_explorer_data`
     return pd.concat([grouped.size().rename("clips"), grouped.mean()], axis=1)
 
 # %% ../nbs/27_explore.ipynb #4d0372bc
-def _share(profile: pd.DataFrame, corpus: str | None, column: str) -> str:
-    "'k of n <corpus> clips in this run' from a `run_profile` table."
+def _share(profile: pd.DataFrame | None, corpus: str | None, column: str, verb: str) -> str:
+    "'; k of n <corpus> clips in this run <verb>' from a `run_profile` table ('' without one: a run with no corpus clips)."
+    if profile is None: return ""
     key = corpus if corpus in profile.index else "all"
     n = int(profile.loc[key, "clips"]); k = round(profile.loc[key, column] * n)
-    return f"{k} of {n} {'' if key == 'all' else key + ' '}clips in this run"
+    return f"; {k} of {n} {'' if key == 'all' else key + ' '}clips in this run {verb}"
 
 # %% ../nbs/27_explore.ipynb #6761155c
 def output_notes(probs,  # [7] the clip's emotion probabilities
                  scores,  # [5] its trait scores
                  attention: dict,  # {"graph": [N], "emotion query": [N], "personality query": [N]} weights (a value may be None)
-                 profile: pd.DataFrame,  # `run_profile` of the run
+                 profile: pd.DataFrame | None,  # `run_profile` of the run (None: no corpus clips to count)
                  corpus: str | None = None,  # the clip's corpus (None: a video from elsewhere)
                  collapsed: bool | None = None,  # whether the clip's graph-attention rows are identical (None: not known)
                  tol: float = SATURATION_TOLERANCE  # see `saturated_outputs`
@@ -191,13 +192,13 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
     why = f' (<a href="{README_URL}" target="_blank">README: saturated outputs and uniform attention</a>)'
     if sat["emotion"][0]:
         top = EMOTIONS[int(np.argmax(probs))]
-        notes.append(f"Saturated emotion output: p({top}) = {float(np.max(probs)):.4f}; {_share(profile, corpus, 'saturated_emotion')} "
-                     "look the same. The released emotion pseudo-label term pushes clips without emotion labels (FIv2) to one "
+        notes.append(f"Saturated emotion output: p({top}) = {float(np.max(probs)):.4f}{_share(profile, corpus, 'saturated_emotion', 'look the same')}. "
+                     "The released emotion pseudo-label term pushes clips without emotion labels (FIv2) to one "
                      f"emotion; a saturated softmax has almost no gradient, so the emotion attributions are about 0. Expected, not a bug{why}.")
     if sat["traits"][0].any():
         names = ", ".join(t for t, s in zip(TRAITS, sat["traits"][0]) if s)
-        notes.append(f"Saturated trait scores ({names} within {tol:g} of 0 or 1); {_share(profile, corpus, 'saturated_any_trait')} "
-                     "have at least one. The released trait pseudo-label term pushes the scores of clips without trait labels "
+        notes.append(f"Saturated trait scores ({names} within {tol:g} of 0 or 1){_share(profile, corpus, 'saturated_any_trait', 'have at least one')}. "
+                     "The released trait pseudo-label term pushes the scores of clips without trait labels "
                      f"(MOSEI) to 0 or 1, and their trait attributions to about 0. Expected, not a bug{why}.")
     queries = [attention.get(k) for k in ("emotion query", "personality query")]
     uniform = lambda q: bool(uniform_weights(torch.tensor(np.array(q, dtype=float))[None], UNIFORM_TOLERANCE)[0])
@@ -205,8 +206,8 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
         cause = ("This clip's graph attention has collapsed (every modality the same attention row), so no query can prefer "
                  "a modality" if collapsed else "A collapsed graph attention (every modality the same attention row) does this; "
                  "so do task queries that have not learned to prefer any modality")
-        notes.append(f"Uniform attention: both task queries give every modality weight 1/{len(queries[0])}; "
-                     f"{_share(profile, corpus, 'uniform_queries')} do. {cause}. The fusion then averages the modalities "
+        notes.append(f"Uniform attention: both task queries give every modality weight 1/{len(queries[0])}"
+                     f"{_share(profile, corpus, 'uniform_queries', 'do the same')}. {cause}. The fusion then averages the modalities "
                      f"(nbs/13_fusion.ipynb){why}.")
     return notes
 
@@ -232,12 +233,12 @@ def draw_modality_bars(ax, table: pd.DataFrame,  # rows: groups on the x axis; c
     ax.set_xticks(range(len(table)), table.index); ax.set_title(title, fontsize=9); ax.legend(fontsize=7, ncols=2)
 
 # %% ../nbs/27_explore.ipynb #e89a5f1a
-def draw_scatter(ax, pool: pd.DataFrame,  # the clips drawn grey (prediction-table columns)
+def draw_scatter(ax, pool: pd.DataFrame | None,  # the clips drawn grey (prediction-table columns); None: none
                  point: tuple,  # (p_emotion, s_trait) of the highlighted clip
                  label: str,  # the highlighted clip's name
                  emotion: str, trait: str):
     "One emotion's probability against one trait's score: the pool grey, the clip red."
-    ax.scatter(pool[PROB_PREFIX + emotion], pool[SCORE_PREFIX + trait], s=8, color="0.7", label="run's clips")
+    if pool is not None: ax.scatter(pool[PROB_PREFIX + emotion], pool[SCORE_PREFIX + trait], s=8, color="0.7", label="run's clips")
     ax.scatter([point[0]], [point[1]], s=60, color="tab:red", edgecolor="black", label=label)
     ax.set_xlabel(f"p({emotion})"); ax.set_ylabel(f"{trait} score"); ax.legend(fontsize=7)
 

@@ -18,9 +18,9 @@ from .features import atomic_write_bytes
 from .fusion import FusionModel
 from .labels import MODALITIES
 from .unimodal import stage3_inputs
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, load_released
 from .training import load_checkpoint
-from .run import read_run_params, run_sizes_and_switches, stage2_from_run, load_fusion
+from .run import read_run_params, run_sizes_and_switches, stage2_from_run, load_fusion, imported_record
 from .attribution import ATTRIBUTION_TARGETS, modality_attributions
 from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_backbones_file, backbones_file, modality_store_config,
                                  IMAGE_MODALITIES, MAX_TRANSCRIPT_BYTES)
@@ -94,6 +94,7 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
     backbones = load_backbones(spec, device=device, bf16=bf16, allow_network=allow_network, base_dir=source.parent)
     if not allow_other_backbones: check_run_backbones(run_dir, backbones, settings, source)
     sizes, switches = run_sizes_and_switches(params["model_width"], params["max_layers"], params["corrected"])
+    imported = imported_record(run_dir)  # made from released checkpoints (`ssl-mepr import-released`); None: trained here
     widths = {m: (backbones.image if m in IMAGE_MODALITIES else getattr(backbones, m)) for m in MODALITIES}
     stage2 = {}
     for m in params["modalities"]:
@@ -101,8 +102,14 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
         folder = run_dir / "stage2" / m
         if not (folder / "best.pt").exists(): raise FileNotFoundError(f"{folder / 'best.pt'}: no stage-2 checkpoint (run stage 2)")
         try:
-            model = stage2_from_run(run_dir, m, widths[m].dim, params["seed"], sizes, switches)
-            model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
+            if imported:  # sizes from its weights (no stage 1 here), head counts from the record
+                model = load_released(folder / "best.pt", stage=2, modality=m, **imported.get("stage2_overrides", {}).get(m, {}))
+            else:
+                model = stage2_from_run(run_dir, m, widths[m].dim, params["seed"], sizes, switches)
+                model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
+            if imported and model.stage1_models()[0].input_dim != widths[m].dim:
+                raise CheckpointError(f"{folder / 'best.pt'}: the {m} model takes {model.stage1_models()[0].input_dim}-wide features; "
+                                      f"the {m} backbone in {source} gives {widths[m].dim}; use the backbones the model was trained with")
         except RuntimeError as e:
             if "size mismatch" not in str(e): raise
             raise CheckpointError(f"{folder}: the run's {m} models do not take the {widths[m].dim}-wide features of the "

@@ -20,12 +20,12 @@ from .checkpoints import infer_fusion_config, strict_load
 
 # %% auto #0
 __all__ = ['RUN_DEFAULTS', 'RUN_EXTRA_KEYS', 'PAIRINGS', 'TRAIN_CLIPS', 'NOT_RUN_IDENTITY', 'DEMO_BACKBONE_DIMS',
-           'NOTEBOOK_TEST_SETTINGS', 'STAGE1_SWITCHES', 'project_root', 'RunParameterError', 'check_run_params',
-           'read_params', 'run_params', 'write_run_params', 'read_run_params', 'RunFolderError', 'run_folder',
-           'check_run_folder', 'narrow_overrides', 'run_sizes_and_switches', 'run_fusion_fields', 'features_record',
-           'record_run_features', 'corpus_backbones', 'demo_backbones', 'RunSpec', 'corpus_manifest', 'run_spec',
-           'open_run', 'notebook_parameters', 'with_test_settings', 'open_notebook_run', 'load_stage1',
-           'stage2_from_run', 'exported_modalities', 'load_fusion']
+           'NOTEBOOK_TEST_SETTINGS', 'STAGE1_SWITCHES', 'IMPORT_RECORD', 'project_root', 'RunParameterError',
+           'check_run_params', 'read_params', 'run_params', 'write_run_params', 'read_run_params', 'RunFolderError',
+           'run_folder', 'check_run_folder', 'narrow_overrides', 'run_sizes_and_switches', 'run_fusion_fields',
+           'features_record', 'record_run_features', 'corpus_backbones', 'demo_backbones', 'RunSpec', 'corpus_manifest',
+           'run_spec', 'open_run', 'notebook_parameters', 'with_test_settings', 'open_notebook_run', 'load_stage1',
+           'stage2_from_run', 'imported_record', 'exported_modalities', 'load_fusion']
 
 # %% ../nbs/20_run.ipynb #b1144ec3
 def project_root(start=None  # a folder inside the project (default: the working directory)
@@ -398,6 +398,15 @@ def stage2_from_run(run_dir,  # a run folder with stage 1 trained
     stage2_kw = {**(sizes or {}).get(modality, {}).get("stage2", {}), **{k: v for k, v in (switches or {}).items() if k not in STAGE1_SWITCHES}}
     if MODALITY_CONFIGS[modality]["stage2"].get("family") == "audio": stage2_kw.pop("detach_projections", None)
     return build_stage2(modality, E, P, seed=seed, **stage2_kw)
+
+# %% ../nbs/20_run.ipynb #df5d60de
+IMPORT_RECORD = "imported.json"  # in a run folder made from released checkpoints
+
+def imported_record(run_dir  # a run folder
+                   ) -> dict | None:  # {"stage3": ..., "stage2": {modality: ...}, "masked": [...], ...}, or None for a trained run
+    "What an imported run was made from (None: the run was trained here)."
+    path = Path(run_dir) / IMPORT_RECORD
+    return json.loads(path.read_text()) if path.exists() else None
 
 # %% ../nbs/20_run.ipynb #9d684c78
 def exported_modalities(run_dir  # a run folder
