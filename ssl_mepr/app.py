@@ -185,10 +185,10 @@ def render(self: VideoView):
 # %% ../nbs/29_app.ipynb #f0fdefb3
 @dataclass
 class ExplorerApp:
-    "The explorer of a run: the run's clips and a video of your own, as two tabs."
+    "The explorer of a run: the run's clips and a video of your own, as two tabs under a title."
     explorer: Explorer | None  # None: a run without corpus clips (imported from released checkpoints)
     video: VideoView
-    widget: widgets.Tab
+    widget: widgets.VBox  # the title, then the tabs (or the video view alone)
 
     def _ipython_display_(self):
         from IPython.display import display
