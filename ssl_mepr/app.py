@@ -316,16 +316,20 @@ def serve_explorer(run_dir,  # a run folder with a trained stage 3
                    stage: str = "stage3"  # the fusion model's folder in the run
                   ) -> int:  # exit code: 0 after Ctrl-C
     "Serve the explorer of a run until Ctrl-C (or SIGTERM); print its address."
-    process, url, log = start_explorer(run_dir, port, device, stage=stage)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a `kill` stops it as Ctrl-C does
-    print(f"The explorer of {Path(run_dir)} is at\n\n    {url}\n\n(Voilà's log: {log}; Ctrl-C stops it)", flush=True)
-    if open_browser: webbrowser.open(url)
+    # Ctrl-C, `kill -INT` and `kill` all stop it, also where SIGINT came in ignored (a shell's background job);
+    # during start-up, start_explorer stops Voilà and the interrupt goes on to the command line (exit 130)
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        process.wait()
-        print(f"Voilà stopped by itself (exit code {process.returncode}); its log ends:\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        stop_process_group(process)
-        print("explorer stopped", flush=True)
-        return 0
-    finally: signal.signal(signal.SIGTERM, previous)
+        process, url, log = start_explorer(run_dir, port, device, stage=stage)
+        print(f"The explorer of {Path(run_dir)} is at\n\n    {url}\n\n(Voilà's log: {log}; Ctrl-C stops it)", flush=True)
+        if open_browser: webbrowser.open(url)
+        try:
+            process.wait()
+            print(f"Voilà stopped by itself (exit code {process.returncode}); its log ends:\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            stop_process_group(process)
+            print("explorer stopped", flush=True)
+            return 0
+    finally:
+        for s, handler in previous.items(): signal.signal(s, handler)
