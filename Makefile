@@ -20,6 +20,7 @@ help:
 	@echo "make demo   set up .venv (first time only) and run the demo"
 	@echo "make test   set up .venv (first time only) and run every test"
 	@echo "make family the demo configuration with three seeds: intervals and paired tests into figures/ (about 15 min)"
+	@echo "make explorer-screenshot  redraw figures/explorer_video.png from runs/demo in Chromium (after make demo)"
 
 ## Set-up: create .venv when missing and install the package with its extras; skipped when up to date.
 setup: $(INSTALLED)
