@@ -4,7 +4,7 @@
 
 # %% ../nbs/29_app.ipynb #5e2144ba
 from __future__ import annotations
-import importlib.resources, os, secrets, signal, socket, subprocess, sys, time, webbrowser
+import importlib.resources, os, secrets, signal, socket, subprocess, sys, threading, time, webbrowser
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -308,6 +308,11 @@ def _interrupt(signum, frame):
     "A signal handler that stops the serving loop as Ctrl-C does."
     raise KeyboardInterrupt
 
+def _catch_stop_signals() -> dict:
+    "Make SIGINT and SIGTERM raise KeyboardInterrupt; the previous handlers (none outside the main thread, where Python allows no handler)."
+    if threading.current_thread() is not threading.main_thread(): return {}
+    return {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+
 # %% ../nbs/29_app.ipynb #6e3fb58b
 def serve_explorer(run_dir,  # a run folder with a trained stage 3
                    port: int | None = None,  # None: a free port
@@ -318,7 +323,8 @@ def serve_explorer(run_dir,  # a run folder with a trained stage 3
     "Serve the explorer of a run until Ctrl-C (or SIGTERM); print its address."
     # Ctrl-C, `kill -INT` and `kill` all stop it, also where SIGINT came in ignored (a shell's background job);
     # during start-up, start_explorer stops Voilà and the interrupt goes on to the command line (exit 130)
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    check_explorable(run_dir, stage)  # a bad run folder is one line before anything starts
+    previous = _catch_stop_signals()
     try:
         process, url, log = start_explorer(run_dir, port, device, stage=stage)
         print(f"The explorer of {Path(run_dir)} is at\n\n    {url}\n\n(Voilà's log: {log}; Ctrl-C stops it)", flush=True)
