@@ -117,6 +117,7 @@ def _build_widgets(self: VideoView):
     self.output = W.Output()
     self.button.on_click(lambda _: self.predict())
     for w in (self.emotion, self.trait): w.observe(lambda _: self.render(), names="value")
+    self.path.observe(lambda _: setattr(self.upload, "value", ()) if self.upload.value else None, names="value")  # typing a path drops an upload
     controls = [self.path, W.HBox([self.upload, self.button, self.progress]), self.transcript, self.status, W.HBox([self.emotion, self.trait])]
     self.widget = W.VBox([*controls, self.output])
 
