@@ -127,9 +127,12 @@ def video_file(self: VideoView) -> Path:
     "The video to predict: the uploaded file (saved to a scratch folder) or the path box's file."
     if self.upload.value:
         item = self.upload.value[0]
-        target = scratch_folder("ssl_mepr_upload_") / Path(item["name"]).name
-        target.write_bytes(bytes(item["content"]))
-        return target
+        key = (item["name"], item["size"], item.get("last_modified"))
+        if getattr(self, "_saved_upload", (None,))[0] != key:  # written once per upload, not once per Predict
+            target = scratch_folder("ssl_mepr_upload_") / Path(item["name"]).name
+            target.write_bytes(bytes(item["content"]))
+            self._saved_upload = (key, target)
+        return self._saved_upload[1]
     text = self.path.value.strip()
     if not text: raise ValueError("give a video: type its path or upload it")
     path = Path(text).expanduser()
@@ -149,7 +152,7 @@ def _step(self: VideoView, k: int, text: str, error: bool = False):
 @patch
 def predict(self: VideoView):
     "Predict the chosen video and render it; any failure becomes one status line."
-    from ssl_mepr.predict import load_run, predict_video
+    from ssl_mepr.predict import load_run, predict_video, _user_errors
     try:
         video = self.video_file()
         if self.models is None:
@@ -163,7 +166,9 @@ def predict(self: VideoView):
         self.render()
         self._step(3, f"{video.name}: done in {self.result['timings']['total']:.1f} s")
     except Exception as e:  # a widget callback: the user sees one line, never a traceback
-        self._step(0, f"error: {' '.join(str(e).split()) or type(e).__name__}", error=True)
+        message = " ".join(str(e).split()) or type(e).__name__
+        if not isinstance(e, _user_errors()): message = f"unexpected {type(e).__name__} (a bug: please report it): {message}"
+        self._step(0, f"error: {message}", error=True)
 
 # %% ../nbs/29_app.ipynb #10e3c2a7
 @patch

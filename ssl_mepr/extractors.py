@@ -15,7 +15,8 @@ from .devices import DEFAULT_DEVICE, resolve_device
 
 # %% auto #0
 __all__ = ['PAPER_BACKBONES', 'BackboneError', 'resolve_backbone', 'files_sha256', 'state_dict_sha256', 'save_tiny_backbones',
-           'AudioEncoder', 'TextEncoder', 'ImageEncoder', 'SpeechRecognizer', 'Backbones', 'load_backbones']
+           'AudioEncoder', 'TextEncoder', 'ImageEncoder', 'SpeechRecognizer', 'Backbones', 'backbone_entry',
+           'load_backbones']
 
 # %% ../nbs/09_extractors.ipynb #a8f18bbc
 class BackboneError(ValueError):
@@ -503,6 +504,18 @@ class Backbones:
 
 _ENCODERS = {"audio": AudioEncoder, "text": TextEncoder, "image": ImageEncoder, "asr": SpeechRecognizer}
 
+# %% ../nbs/09_extractors.ipynb #28c62132
+def backbone_entry(entry,  # one stream's entry of a backbones config: a source (path or hub id), or a dict with "source"
+                   base_dir=None  # folder that relative sources are relative to (None: leave them)
+                  ) -> dict:  # the entry as a dict, a relative source that exists under base_dir joined to it
+    "One stream's backbone entry in its full form, its relative local source anchored at base_dir."
+    entry = {"source": entry} if isinstance(entry, (str, Path)) else dict(entry)
+    source = entry.get("source")
+    if base_dir is not None and source is not None and not Path(str(source)).expanduser().is_absolute() \
+            and (Path(base_dir) / str(source)).exists():
+        entry["source"] = str(Path(base_dir) / str(source))
+    return entry
+
 # %% ../nbs/09_extractors.ipynb #14c7e555
 def load_backbones(config: dict,  # {"audio": {"source": ...}, "text": {...}, "image": {"source", "model_name"}, "asr": {...}}
                    device=DEFAULT_DEVICE,  # for every encoder
@@ -517,11 +530,7 @@ def load_backbones(config: dict,  # {"audio": {"source": ...}, "text": {...}, "i
     for kind, cls in _ENCODERS.items():
         entry = config.get(kind)
         if entry is None: loaded[kind] = None; continue
-        entry = {"source": entry} if isinstance(entry, (str, Path)) else dict(entry)
-        source = entry.get("source")
-        if base_dir is not None and source is not None and not Path(str(source)).expanduser().is_absolute() \
-                and (Path(base_dir) / str(source)).exists():
-            entry["source"] = str(Path(base_dir) / str(source))
+        entry = backbone_entry(entry, base_dir)
         common = {"device": device, "allow_network": allow_network} | ({} if kind == "asr" else {"bf16": bf16})
         try: loaded[kind] = cls(**(common | entry))
         except TypeError as e: raise BackboneError(f"backbones config, {kind}: {_one_line(e)}") from None

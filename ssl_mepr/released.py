@@ -14,6 +14,7 @@ from .training import save_checkpoint
 from .unimodal import stage3_inputs
 from .run import write_run_params, IMPORT_RECORD
 from .extraction import read_backbones_file, backbones_file
+from .extractors import backbone_entry
 
 # %% auto #0
 __all__ = ['check_import_files', 'parse_modality_files', 'check_widths', 'absolute_backbones', 'backbone_widths',
@@ -64,10 +65,8 @@ def absolute_backbones(path  # a backbones JSON file
     "A backbones file's content as the run's copy records it."
     source = backbones_file(path)
     spec, settings = read_backbones_file(source)
-    for entry in spec.values():
-        if isinstance(entry, dict) and entry.get("source") and (source.parent / str(entry["source"])).exists():
-            entry["source"] = str((source.parent / str(entry["source"])).resolve())
-    return {**spec, "settings": dataclasses.asdict(settings)}
+    anchored = {k: None if e is None else backbone_entry(e, source.parent.resolve()) for k, e in spec.items()}
+    return {**anchored, "settings": dataclasses.asdict(settings)}
 
 # %% ../nbs/28_released.ipynb #d5724e49
 def backbone_widths(spec: dict) -> dict:
