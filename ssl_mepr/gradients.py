@@ -49,7 +49,6 @@ def per_term_gradients(terms: torch.Tensor,   # [K] stacked loss terms
         out.append(None if all(c is None for c in col) else torch.stack([torch.zeros_like(p) if c is None else c for c in col]))
     return out
 
-# %% ../nbs/17_gradients.ipynb #2bf511f6
 @torch.no_grad()
 def gradient_norms(grads: list,   # the result of `per_term_gradients` (None entries allowed)
                    n_terms: int   # K
@@ -62,13 +61,11 @@ def gradient_norms(grads: list,   # the result of `per_term_gradients` (None ent
 # %% ../nbs/17_gradients.ipynb #a8525a9e
 _SPARSE_WORTH = 2_000_000  # multiply-adds that a few extra small operations cost on a CPU core, roughly
 
-# %% ../nbs/17_gradients.ipynb #b85cf1bc
 def _sq_norm(h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:  # ||delta^T h||^2 for one term, the cheaper way
     R, n_in, n_out = h.shape[0], h.shape[1], delta.shape[1]
     if R * R * (n_in + n_out) < R * n_out * n_in: return ((delta @ delta.T) * (h @ h.T)).sum().clamp_min(0)
     return (delta.T @ h).square().sum()
 
-# %% ../nbs/17_gradients.ipynb #a3faee68
 def linear_weight_sq_norms(h: torch.Tensor,      # [R, n_in] the layer's input rows (all its calls stacked)
                            delta: torch.Tensor   # [K, R, n_out] each term's gradient with respect to the output rows
                           ) -> torch.Tensor:     # [K] squared Frobenius norm of each term's weight gradient delta_k^T h
@@ -104,7 +101,6 @@ def watch(self: TwoWalletGradNorm,
     self._rows = RowRecorder(model) if independent_rows else None
     return self
 
-# %% ../nbs/17_gradients.ipynb #1fb6dde5
 @patch
 def unwatch(self: TwoWalletGradNorm):
     "Stop recording; `step` goes back to plain parameter gradients."
@@ -145,7 +141,6 @@ def _output_passes(terms: torch.Tensor,  # [K] stacked loss terms
     to_pass[which, range(K)] = 1
     return outs, reach, support, which, [torch.tensordot(to_pass.to(g.dtype), g, dims=1) for g in go]
 
-# %% ../nbs/17_gradients.ipynb #0fae4058
 class _RowSplit:
     "The passes of a two-pass step: which pass each term went to and which clips it touches."
     def __init__(self, which: list,          # the pass of each term
@@ -191,7 +186,6 @@ def _sort_parameters(calls: dict,   # `RowRecorder.pop()[1]`: module -> its call
         rest = [i for i in rest if i not in views and id(params[i]) in reached]   # parameters no output reaches need nothing
     return norms, local, views, rest
 
-# %% ../nbs/17_gradients.ipynb #72e4e0aa
 def _pass_gradients(outs: list,      # the model outputs the terms use
                     reach: list,     # [K][n_outputs]: whether term k reaches output i
                     which: list,     # the pass of each term
@@ -225,7 +219,6 @@ def _layer_norm_clip_gradients(norms: dict,         # LayerNorm -> its calls
                     j = index[id(p)]                                                             # `step` sums them per term
                     split.per_clip[j] = per_row if j not in split.per_clip else split.per_clip[j] + per_row
 
-# %% ../nbs/17_gradients.ipynb #9f75c522
 def _module_gradients(local: dict,       # module -> (its calls, positions of its own parameters)
                       deltas,            # iterator: each call output's gradient in each pass, or None
                       split: _RowSplit,  # the passes
@@ -252,7 +245,6 @@ def _add_term_gradient(grads: list, i: int, g: torch.Tensor | None):  # per-term
     "Add `g` to the per-term gradients at position `i`."
     if g is not None: grads[i] = g if grads[i] is None else grads[i] + g
 
-# %% ../nbs/17_gradients.ipynb #cfb7341c
 def row_split_gradients(terms: torch.Tensor,  # [K] stacked loss terms
                         record,               # `RowRecorder.pop()` of the forward that made the terms
                         owner: dict,          # `RowRecorder.owner`
@@ -318,7 +310,6 @@ def _pass_rows(h: torch.Tensor,    # a recorded call's input [..., n_in]
         cache["clips", R, layout, dtype] = (clip == torch.arange(B, device=h.device)[:, None]).to(dtype)
     return h, D, live, cache["clips", R, layout, dtype]
 
-# %% ../nbs/17_gradients.ipynb #2ad616d5
 def _row_gram(h: torch.Tensor,           # [R, n_in] rows
               cache: dict | None = None  # id(h) -> (h, h h^T): calls and layers that read the same input share it
              ) -> torch.Tensor:          # [R, R] h h^T
@@ -327,7 +318,6 @@ def _row_gram(h: torch.Tensor,           # [R, n_in] rows
     if ("gram", id(h)) not in cache: cache["gram", id(h)] = (h, h @ h.T)   # holding h keeps its id unique
     return cache["gram", id(h)][1]
 
-# %% ../nbs/17_gradients.ipynb #41c1ad0c
 def _clip_pairs(h: torch.Tensor,        # [R, n_in] input rows
                 D: torch.Tensor,        # [L, R, n_out] output gradients of L passes
                 clips,                  # [B, R] one-hot clip of each row, or None when row r is clip r
@@ -340,7 +330,6 @@ def _clip_pairs(h: torch.Tensor,        # [R, n_in] input rows
     if bias: rows = dd if rows is None else rows.add_(dd)              # the bias: h h^T replaced by ones
     return rows if clips is None else clips @ rows @ clips.T
 
-# %% ../nbs/17_gradients.ipynb #75119237
 def _add_linear_pair_sums(parts: list,            # `_pass_rows` of each call of one linear group (None entries skipped)
                           pair_sums: torch.Tensor, # [P, B, B] running clip-pair sums (updated in place)
                           weight: bool, bias: bool, # whether the weight / the bias count in the norms
@@ -365,7 +354,6 @@ def _add_linear_pair_sums(parts: list,            # `_pass_rows` of each call of
         clips = torch.cat([eye if c is None else c for _, _, c in inside], dim=1)
         pair_sums[p] += _clip_pairs(h, d.unsqueeze(0), clips, weight, bias)[0].to(pair_sums)
 
-# %% ../nbs/17_gradients.ipynb #6ca9e804
 def _linear_total_gradient(parts: list,              # `_pass_rows` of each call of one linear group (None entries skipped)
                            row_weights: torch.Tensor, # [P, B] the weight of the term owning clip b in pass p
                            transposed: bool           # the group is `x @ W` (the weight is W^T of the map)
@@ -392,7 +380,6 @@ def _concat_clip_gradients(per_clip: dict  # parameter position -> [P, B, F] per
     keys = list(per_clip)
     return (per_clip[keys[0]] if len(keys) == 1 else torch.cat([per_clip[j] for j in keys], dim=2)), keys
 
-# %% ../nbs/17_gradients.ipynb #f2535ab3
 def _add_layer_norm_totals(per_clip: dict,            # parameter position -> [P, B, F] per-clip gradients
                            row_weights: torch.Tensor, # [P, B] the weight of the term owning clip b in pass p
                            params: list,              # the tensors the positions index
@@ -403,7 +390,6 @@ def _add_layer_norm_totals(per_clip: dict,            # parameter position -> [P
     total = g.reshape(-1, g.shape[2]).T @ row_weights.to(g.dtype).reshape(-1)      # [sum F]: summed over passes and clips
     for j, t in zip(keys, total.split([per_clip[j].shape[2] for j in keys])): add(j, t.reshape(params[j].shape))
 
-# %% ../nbs/17_gradients.ipynb #702f427c
 def _add_gradient_rows(p: torch.Tensor,  # a parameter
                        pieces: list):    # [(first row, gradient rows)] of the weighted total
     "Add gradient row blocks to `p.grad`; blocks that tile a parameter without a gradient become it directly."
@@ -429,7 +415,6 @@ def _differentiation_plan(linear: dict,    # `linear_plan` of the step's tensors
     groups = [g for g, (_, w_rows, b_rows, _) in linear.items() if set_grads or any(r is not None and shared[r[0]] for r in (w_rows, b_rows))]
     return plain, groups, [z for g in groups for _, z in linear[g][0]], [linear[g][3] for g in groups for _ in linear[g][0]]
 
-# %% ../nbs/17_gradients.ipynb #253aab6c
 @patch
 def _term_gradients(self: TwoWalletGradNorm,
                     terms: torch.Tensor,  # [K] stacked loss terms
@@ -461,7 +446,6 @@ def _plain_sq_norms(grads: list,       # [K, ...] per-term gradients of the shar
     for g in flat:
         if g.shape[1] > 4096: sq += torch.linalg.vector_norm(g, dim=1).square().to(sq)
 
-# %% ../nbs/17_gradients.ipynb #b937dcda
 def _group_calls(linear: dict,  # `linear_plan`
                  groups: list,  # the groups differentiated, in order
                  deltas         # iterator: each call output's per-term gradients, in the same order
@@ -474,7 +458,6 @@ def _group_calls(linear: dict,  # `linear_plan`
         if pairs: out[key] = pairs
     return out
 
-# %% ../nbs/17_gradients.ipynb #cb7417ea
 def _general_linear_norms(linear: dict,       # `linear_plan`
                           pairs: dict,        # `_group_calls`: [(h, delta [K, ..., n_out])] per group
                           tensors: list,      # the step's tensors
