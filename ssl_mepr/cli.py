@@ -59,6 +59,7 @@ def _explore_arguments(p: argparse.ArgumentParser):
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the models run: {DEVICE_CHOICES}")
     p.add_argument("--stage3", default="stage3", help="fusion model folder inside the run (e.g. stage3-supervised; default: stage3)")
     p.add_argument("--open", action="store_true", help="also open the address in this machine's web browser")
+    p.add_argument("--preset", choices=("kit", "app"), default="kit", help="how your videos are predicted: kit (corrected defaults) or app (the authors' app's choices)")
 
 # %% ../nbs/30_cli.ipynb #c5f5b04f
 def _import_arguments(p: argparse.ArgumentParser):
@@ -157,7 +158,7 @@ def _run(args) -> int:
         print(f"next step: ssl-mepr predict VIDEO --run {run}, or ssl-mepr explore --run {run}"); return 0
     if args.command == "explore":
         from ssl_mepr.app import serve_explorer
-        return serve_explorer(args.run, args.port, args.device, args.open, args.stage3)
+        return serve_explorer(args.run, args.port, args.device, args.open, args.stage3, args.preset)
     if args.command == "demo-corpus":
         from ssl_mepr.demo import make_demo_corpus, summarize_demo, probe_table
         make_demo_corpus(args.root, seed=args.seed, size=args.size)
