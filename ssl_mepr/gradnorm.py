@@ -55,6 +55,7 @@ def capture_baselines(baselines: Mapping[str, float],  # the reference losses L_
 # %% ../nbs/15_gradnorm.ipynb #2defeb74
 RENORMALISE_OVER = ("active", "all")
 
+# %% ../nbs/15_gradnorm.ipynb #67a8fbb6
 def wallet_update(weights: Mapping[str, float],     # current weights of the wallet's keys (all of them)
                   losses: Mapping[str, float],      # L_k of the active keys
                   grad_norms: Mapping[str, float],  # g_k of the active keys

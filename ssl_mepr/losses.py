@@ -173,6 +173,7 @@ def personality_pseudo_label_loss(scores: torch.Tensor,  # [N, 5] trait scores o
 SUPERVISED_TERMS = ("emo_sup", "per_sup")
 PSEUDO_LABEL_TERMS = ("emo_ssl", "per_ssl")
 
+# %% ../nbs/14_losses.ipynb #80947988
 class MultiTaskLoss:
     "The stage-3 loss terms of one batch of mixed corpora, as a dict of the terms present."
     def __init__(self,

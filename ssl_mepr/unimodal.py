@@ -90,6 +90,7 @@ TASKS = {"emotion": ("emo", N_EMOTIONS, "emotion_logits"), "personality": ("per"
 FAMILIES = ("mamba", "transformer")
 STAGE1_ENCODERS = ("released_mamba", "mamba")
 
+# %% ../nbs/12_unimodal.ipynb #21d6e1d3
 class SingleTaskModel(nn.Module):
     "Stage 1 for video and text: projection, temporal encoder, mean over time, head (EmotionMamba & co.)."
     def __init__(self, task: str,                 # "emotion" (7 logits) or "personality" (5 scores)
@@ -365,6 +366,7 @@ class AudioCrossDomainModel(CrossDomainBase):
 # %% ../nbs/12_unimodal.ipynb #adf7428b
 PAPER_INPUT_DIMS = {"body": 512, "face": 512, "scene": 512, "audio": 1024, "text": 384}
 
+# %% ../nbs/12_unimodal.ipynb #76b92c35
 MODALITY_CONFIGS = {
     "body": dict(
         input_dim=512,
@@ -401,7 +403,6 @@ MODALITY_CONFIGS = {
         stage2=dict(hidden_dim=256, out_features=256, num_layers=2, num_heads=4, positional_encoding=True,
                     dropout=0.1, activation="sigmoid", head_nonlinearity="silu", detach_projections=True)),
 }
-
 
 # %% ../nbs/12_unimodal.ipynb #f0afec3c
 STAGE1_ONLY = ("encoder", "mamba_d_state")
