@@ -94,16 +94,22 @@ def run_family(params: dict,            # run parameters (a YAML file's, with ov
 FAMILY_TEST_SETTINGS = {"stage1_epochs": 1, "stage2_epochs": 1, "stage3_epochs": 2, "modalities": ["face", "audio"]}  # with NOTEBOOK_TEST_SETTINGS
 
 # %% ../nbs/26_family.ipynb #c13329b9
+def _stage_done(run_dir: Path, stage: str) -> bool:
+    "Whether a run has `stage` trained: stage 2 once it exported stage-3 inputs, any other folder once it holds best.pt."
+    if stage == "stage2": return any((run_dir / "stage2").glob("*/stage3_inputs/complete"))
+    return (run_dir / stage / "best.pt").exists()
+
 def family_runs(family_dir,            # a family's folder (family.json and seed-<s>/)
-                stage: str = "stage3"  # the runs must have this stage trained
+                stage: str = "stage3"  # the runs must have this stage trained ("stage2": its stage-3 inputs exported)
                ) -> dict:  # seed -> run folder, in family.json's order
     "The seed runs of a family that have `stage` trained; refused when fewer than two have."
     family_dir = Path(family_dir); path = family_dir / FAMILY_FILE
     if not path.exists(): raise FileNotFoundError(f"{path}: not a run family (train one with `ssl-mepr train --seeds ...`)")
     runs = {s: family_dir / seed_run_name(s) for s in json.loads(path.read_text())["seeds"]}
-    done = {s: d for s, d in runs.items() if (d / stage / "best.pt").exists()}
+    done = {s: d for s, d in runs.items() if _stage_done(d, stage)}
     if len(done) < 2: raise FileNotFoundError(f"{family_dir}: {len(done)} of {len(runs)} seed runs have {stage} trained; a family needs two or more")
     return done
+
 
 # %% ../nbs/26_family.ipynb #b6412e74
 def stage3_family(runs: dict,              # seed -> run folder (`family_runs`)
