@@ -305,7 +305,7 @@ def write_manifest(folder,       # the folder the manifest describes; manifest.j
     "Record the SHA-256 digest and size of each file, keyed by its path relative to `folder`."
     folder = Path(folder)
     if not folder.is_dir(): raise NotADirectoryError(f"{folder}: not a folder")
-    if files is None: files = [p for p in folder.rglob("*") if p.is_file() and p != folder / MANIFEST_NAME]
+    if files is None: files = [p for p in folder.resolve().rglob("*") if p.is_file() and p != folder.resolve() / MANIFEST_NAME]
     entries = {}
     for f in files:
         rel = _relative(f, folder)
