@@ -24,10 +24,10 @@ from .explore import (ExplorerData, Explorer, load_explorer_data, run_profile, o
                               tables_html, draw_outputs, draw_modality_bars, draw_scatter, _png)
 
 # %% auto #0
-__all__ = ['BOX_COLOURS', 'APP_RUN_VARIABLE', 'APP_DEVICE_VARIABLE', 'APP_STAGE_VARIABLE', 'TEMPLATES', 'video_tables',
-           'shown_frames', 'video_figure', 'VideoView', 'ExplorerApp', 'explorer_app', 'write_app_notebook',
-           'free_port', 'port_is_free', 'check_explorable', 'voila_command', 'wait_for_port', 'stop_process_group',
-           'start_explorer', 'serve_explorer']
+__all__ = ['BOX_COLOURS', 'APP_RUN_VARIABLE', 'APP_DEVICE_VARIABLE', 'APP_STAGE_VARIABLE', 'APP_PRESET_VARIABLE', 'TEMPLATES',
+           'video_tables', 'shown_frames', 'video_figure', 'VideoView', 'ExplorerApp', 'explorer_app',
+           'write_app_notebook', 'free_port', 'port_is_free', 'check_explorable', 'voila_command', 'wait_for_port',
+           'stop_process_group', 'start_explorer', 'serve_explorer']
 
 # %% ../nbs/29_app.ipynb #8e09038a
 def video_tables(result: dict  # from `ssl_mepr.predict.predict_video` with attributions
@@ -46,12 +46,13 @@ def video_tables(result: dict  # from `ssl_mepr.predict.predict_video` with attr
 def shown_frames(video,  # the video file the result is about
                  result: dict,  # from `predict_video`
                  n_frames: int,  # the frame count the prediction sampled (the run's extraction settings)
+                 distinct: bool = False,  # the settings' distinct_frames (the app preset)
                  at_most: int = 6  # frames to return, spread over the clip
                 ) -> list:  # [(frame index, [H, W, 3] uint8, {"face"|"body": box or None})]
     "A few of the frames a prediction sampled, with the boxes found in each."
     sampled = result["frames"]["sampled"]
     if not sampled: return []
-    frames, indices = read_frames(video, n_frames)
+    frames, indices = read_frames(video, n_frames, distinct)
     if indices.tolist() != sampled: return []  # not the frames the prediction saw
     picks = np.unique(np.linspace(0, len(sampled) - 1, min(at_most, len(sampled))).round().astype(int))
     boxes = result["frames"].get("boxes", {})
@@ -90,9 +91,11 @@ class VideoView:
                  data: ExplorerData | None,  # the run's explorer data: the scatter's clips and the notes' shares (None: a run without corpus clips)
                  device: str = DEFAULT_DEVICE,  # where the models run
                  display_output: bool = True,  # draw into the output widget (False: only update `rendered`, for tests)
-                 stage: str = "stage3"  # the fusion model's folder in the run (e.g. "stage3-supervised")
+                 stage: str = "stage3",  # the fusion model's folder in the run (e.g. "stage3-supervised")
+                 preset: str = "kit"  # kit: the corrected defaults; app: the authors' app's choices (ssl_mepr.predict.PRESETS)
                 ):
         self.run_dir, self.data, self.device, self.display_output, self.stage = Path(run_dir), data, device, display_output, stage
+        self.preset = preset
         self.profile = None if data is None else run_profile(data)
         self.models, self.result, self.rendered = None, None, {}
         self._build_widgets()
@@ -152,17 +155,17 @@ def _step(self: VideoView, k: int, text: str, error: bool = False):
 @patch
 def predict(self: VideoView):
     "Predict the chosen video and render it; any failure becomes one status line."
-    from ssl_mepr.predict import load_run, predict_video, _user_errors
+    from ssl_mepr.predict import load_run, predict_video, _user_errors, PRESETS
     try:
         video = self.video_file()
         if self.models is None:
             self._step(1, "1/3 loading the run's backbones and models…")
-            self.models = load_run(self.run_dir, device=self.device, stage3=self.stage)
+            self.models = load_run(self.run_dir, device=self.device, stage3=self.stage, switches=PRESETS[self.preset])
         self._step(2, f"2/3 {video.name}: decoding, detecting faces and bodies, embedding, predicting…")
         transcript = self.transcript.value.strip() or None
         self.result = predict_video(self.models, video, transcript, attributions=True)
         self._step(3, "3/3 drawing…")
-        self.frames = shown_frames(video, self.result, self.models.settings.n_frames)
+        self.frames = shown_frames(video, self.result, self.models.settings.n_frames, self.models.settings.distinct_frames)
         self.render()
         self._step(3, f"{video.name}: done in {self.result['timings']['total']:.1f} s")
     except Exception as e:  # a widget callback: the user sees one line, never a traceback
@@ -200,27 +203,35 @@ class ExplorerApp:
         from IPython.display import display
         display(self.widget)
 
+# %% ../nbs/29_app.ipynb #0a68531a
+def _preset_note(preset: str) -> str:
+    "The title's note when videos are predicted with another preset than the kit's."
+    return "" if preset == "kit" else f"; your videos predicted with the {preset} preset"
+
+
 # %% ../nbs/29_app.ipynb #9fe642e1
 def explorer_app(run_dir,  # a run folder with a trained stage 3
                  splits=("dev", "test"),  # the splits the run's clips come from
                  device: str = DEFAULT_DEVICE,  # where the models run: auto, cpu, cuda, cuda:N
                  display_output: bool = True,  # False: only update the views' `rendered` (tests)
-                 stage: str = "stage3"  # the fusion model's folder in the run (e.g. "stage3-supervised")
+                 stage: str = "stage3",  # the fusion model's folder in the run (e.g. "stage3-supervised")
+                 preset: str = "kit"  # how the video view predicts: kit or app (ssl_mepr.predict.PRESETS)
                 ) -> ExplorerApp:
     "The explorer app of one run: its clips and your own videos (only the videos for a run imported from released checkpoints)."
     name = Path(run_dir).resolve().name
     if imported_record(run_dir) is not None:  # released checkpoints: no corpus, so no clips to browse
-        video = VideoView(run_dir, None, device, display_output, stage)
-        title = widgets.HTML(f"<h3>{name}: imported from released checkpoints (no corpus clips; your own videos)</h3>")
+        video = VideoView(run_dir, None, device, display_output, stage, preset)
+        title = widgets.HTML(f"<h3>{name}: imported from released checkpoints (no corpus clips; your own videos){_preset_note(preset)}</h3>")
         return ExplorerApp(None, video, widgets.VBox([title, video.widget]))
     data = load_explorer_data(run_dir, splits=tuple(splits), device=device, stage=stage)
-    explorer, video = Explorer(data, display_output), VideoView(run_dir, data, device, display_output, stage)
+    explorer, video = Explorer(data, display_output), VideoView(run_dir, data, device, display_output, stage, preset)
     tab = widgets.Tab(children=[explorer.widget, video.widget], titles=("Run clips", "Your video"))
-    title = widgets.HTML(f"<h3>{name} ({stage}): {len(data.clips)} clips, modalities {', '.join(data.modalities)}</h3>")
+    title = widgets.HTML(f"<h3>{name} ({stage}): {len(data.clips)} clips, modalities {', '.join(data.modalities)}{_preset_note(preset)}</h3>")
     return ExplorerApp(explorer, video, widgets.VBox([title, tab]))
 
 # %% ../nbs/29_app.ipynb #7193f204
 APP_RUN_VARIABLE, APP_DEVICE_VARIABLE, APP_STAGE_VARIABLE = "SSL_MEPR_EXPLORE_RUN", "SSL_MEPR_EXPLORE_DEVICE", "SSL_MEPR_EXPLORE_STAGE"
+APP_PRESET_VARIABLE = "SSL_MEPR_EXPLORE_PRESET"
 TEMPLATES = Path(str(importlib.resources.files("ssl_mepr"))) / "data" / "jupyter"  # JUPYTER_PATH entry holding voila/templates/ssl-mepr
 
 # %% ../nbs/29_app.ipynb #54a3d6f3
@@ -230,7 +241,7 @@ def write_app_notebook(folder  # where to write explorer.ipynb
     import nbformat
     source = (f"import os\nfrom ssl_mepr.app import explorer_app\n"
               f"explorer_app(os.environ[{APP_RUN_VARIABLE!r}], device=os.environ.get({APP_DEVICE_VARIABLE!r}, {DEFAULT_DEVICE!r}),\n"
-              f"             stage=os.environ.get({APP_STAGE_VARIABLE!r}, 'stage3'))")
+              f"             stage=os.environ.get({APP_STAGE_VARIABLE!r}, 'stage3'), preset=os.environ.get({APP_PRESET_VARIABLE!r}, 'kit'))")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = Path(folder) / "explorer.ipynb"
@@ -290,13 +301,14 @@ def start_explorer(run_dir,  # a run folder with a trained stage 3
                    port: int | None = None,  # None: a free port
                    device: str = DEFAULT_DEVICE,  # where the models run
                    ready_timeout: float = 120.0,  # seconds Voilà may take to listen
-                   stage: str = "stage3"  # the fusion model's folder in the run
+                   stage: str = "stage3",  # the fusion model's folder in the run
+                   preset: str = "kit"  # how the video view predicts (ssl_mepr.predict.PRESETS)
                   ) -> tuple[subprocess.Popen, str, Path]:  # the Voilà process, the address with its token, its log file
     "Start Voilà serving the explorer of a run; return once it listens."
     run_dir = check_explorable(run_dir, stage).resolve()
     if port is not None and not port_is_free(port): raise ValueError(f"--port {port}: something already listens on 127.0.0.1:{port}")
     folder, port, token = scratch_folder("ssl_mepr_explore_"), port or free_port(), secrets.token_urlsafe(24)
-    env = {**os.environ, APP_RUN_VARIABLE: str(run_dir), APP_DEVICE_VARIABLE: device, APP_STAGE_VARIABLE: stage,
+    env = {**os.environ, APP_RUN_VARIABLE: str(run_dir), APP_DEVICE_VARIABLE: device, APP_STAGE_VARIABLE: stage, APP_PRESET_VARIABLE: preset,
            "JUPYTER_PATH": os.pathsep.join(filter(None, [str(TEMPLATES), os.environ.get("JUPYTER_PATH")]))}
     log = folder / "voila.log"
     with open(log, "wb") as out:
@@ -324,7 +336,8 @@ def serve_explorer(run_dir,  # a run folder with a trained stage 3
                    port: int | None = None,  # None: a free port
                    device: str = DEFAULT_DEVICE,  # where the models run
                    open_browser: bool = False,  # also open the address in this machine's browser
-                   stage: str = "stage3"  # the fusion model's folder in the run
+                   stage: str = "stage3",  # the fusion model's folder in the run
+                   preset: str = "kit"  # how the video view predicts (ssl_mepr.predict.PRESETS)
                   ) -> int:  # exit code: 0 after Ctrl-C
     "Serve the explorer of a run until Ctrl-C (or SIGTERM); print its address."
     # Ctrl-C, `kill -INT` and `kill` all stop it, also where SIGINT came in ignored (a shell's background job);
@@ -332,7 +345,7 @@ def serve_explorer(run_dir,  # a run folder with a trained stage 3
     check_explorable(run_dir, stage)  # a bad run folder is one line before anything starts
     previous = _catch_stop_signals()
     try:
-        process, url, log = start_explorer(run_dir, port, device, stage=stage)
+        process, url, log = start_explorer(run_dir, port, device, stage=stage, preset=preset)
         print(f"The explorer of {Path(run_dir)} is at\n\n    {url}\n\n(Voilà's log: {log}; Ctrl-C stops it)", flush=True)
         if open_browser: webbrowser.open(url)
         try:

@@ -15,15 +15,15 @@ import pandas as pd
 import torch
 
 from .labels import MODALITIES, IMAGE_MODALITIES
-from .media import MediaError, read_frames, read_audio, make_detector, frame_boxes, crops_from_boxes
+from .media import MediaError, read_frames, read_audio, make_detector, frame_boxes, crops_from_boxes, frame_detections, app_crop_streams
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 from .features import store_dir, write_shard, finished_clip_ids, record_failures, read_failures, stored_inputs, forget_clips, clip_inputs, set_aside_garbled_shards
 
 # %% auto #0
 __all__ = ['MAX_FRAMES', 'MAX_TRANSCRIPT_BYTES', 'ExtractionSettings', 'modality_store_config', 'ClipExtraction',
            'make_detectors', 'extract_clip', 'process_share', 'manifest_share', 'extract_manifest',
-           'add_extract_arguments', 'backbones_file', 'read_backbones_file', 'rank_device', 'run_extract',
-           'extraction_report']
+           'add_extract_arguments', 'backbones_file', 'anchored_detector_options', 'read_backbones_file', 'rank_device',
+           'run_extract', 'extraction_report']
 
 # %% ../nbs/10_extraction.ipynb #3a3f9bb4
 MAX_FRAMES = 300  # frames per clip at most: each is decoded, searched for a face and a body, and embedded three times
@@ -37,6 +37,8 @@ class ExtractionSettings:
     body_detector: str = "hog-person"        # the paper's app: "yolo" with the authors' checkpoint
     detector_options: dict = field(default_factory=dict)  # {detector name: constructor keyword arguments}
     substitute_missing_crops: bool = False   # the app's quirk: a frame without a detection contributes the whole frame
+    app_crops: bool = False                  # the authors' app's face-and-body rule (`ssl_mepr.media.app_crop_streams`)
+    distinct_frames: bool = False            # the authors' app: a clip of at most n_frames frames gives each frame once
     sample_rate: int = 16000                 # Wav2Vec2's rate
     silence_peak: float = 1e-4               # a sound track whose peak |amplitude| stays below this counts as missing
 
@@ -46,6 +48,8 @@ class ExtractionSettings:
         if not 1 <= self.n_frames <= MAX_FRAMES: raise ValueError(f"n_frames must lie in [1, {MAX_FRAMES}] (MAX_FRAMES; the paper samples 30); got {self.n_frames}")
         for name in (self.face_detector, self.body_detector):
             if name not in DETECTORS: raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTORS)}")
+        if self.app_crops and self.substitute_missing_crops:
+            raise ValueError("app_crops already decides what stands in for a missing crop; leave substitute_missing_crops off")
         return self
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
@@ -59,10 +63,13 @@ def modality_store_config(modality: str,  # one of MODALITIES
     if modality not in MODALITIES: raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
     if modality in IMAGE_MODALITIES:
         cfg = {"backbone": backbones.image.config, "n_frames": settings.n_frames, "crop": modality}
+        if settings.distinct_frames: cfg["distinct_frames"] = True  # only when set: earlier stores keep their keys
         if modality != "scene":
             name = settings.face_detector if modality == "face" else settings.body_detector
             cfg |= {"detector": name, "detector_options": settings.detector_options.get(name, {}),
                     "substitute_missing_crops": settings.substitute_missing_crops}
+            if settings.app_crops:  # the rule uses both detectors
+                cfg |= {"app_crops": True, "detectors": {"face": settings.face_detector, "body": settings.body_detector}}
         return cfg
     if modality == "audio": return {"backbone": backbones.audio.config, "sample_rate": settings.sample_rate}
     return {"backbone": backbones.text.config, "asr": None if backbones.asr is None else backbones.asr.config}
@@ -95,6 +102,18 @@ def _timed(timings: dict, step: str):
     finally: timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 # %% ../nbs/10_extraction.ipynb #e08c64c4
+def _detected_streams(frames, settings, detectors, wanted, out: ClipExtraction) -> dict:
+    "{face|body: (crops, mask)} of the wanted streams, with each frame's box recorded in `out.boxes`."
+    with _timed(out.timings, "detection"):
+        if settings.app_crops:  # both detectors feed the app's rule
+            found = app_crop_streams(frames, *(frame_detections(frames, detectors[m], out.frame_indices) for m in ("face", "body")))
+            out.boxes = {m: found[m][2] for m in wanted}
+            return {m: found[m][:2] for m in wanted}
+        out.boxes = {m: frame_boxes(frames, detectors[m], out.frame_indices) for m in wanted}
+    return {m: crops_from_boxes(frames, out.boxes[m], settings.substitute_missing_crops) for m in wanted}
+
+
+# %% ../nbs/10_extraction.ipynb #18b2e459
 def _image_sequences(frames, backbones, settings, detectors, modalities, out: ClipExtraction):
     "Fill the scene, face and body entries of `out` from the sampled frames."
     if len(frames) == 0:
@@ -104,16 +123,14 @@ def _image_sequences(frames, backbones, settings, detectors, modalities, out: Cl
         with _timed(out.timings, "image backbone"): out.sequences["scene"] = backbones.image(list(frames))
     wanted = [m for m in ("face", "body") if m in modalities]
     if not wanted: return
-    with _timed(out.timings, "detection"):
-        out.boxes = {m: frame_boxes(frames, detectors[m], out.frame_indices) for m in wanted}
-    for m in wanted:
-        images, mask = crops_from_boxes(frames, out.boxes[m], settings.substitute_missing_crops)
+    for m, (images, mask) in _detected_streams(frames, settings, detectors, wanted, out).items():
         out.kept_frames[m] = mask
         if not images:
             what = "face" if m == "face" else "person"
             out.problems[m] = f"no {what} detected in any of the {len(frames)} sampled frames ({getattr(settings, m + '_detector')})"
             continue
         with _timed(out.timings, "image backbone"): out.sequences[m] = backbones.image(images)
+
 
 # %% ../nbs/10_extraction.ipynb #77c60796
 def _audio_sequence(audio, backbones, settings, out: ClipExtraction):
@@ -160,7 +177,7 @@ def extract_clip(video_path,  # the clip's video file (None: audio and text only
     if any(m in IMAGE_MODALITIES for m in todo):
         if video_path is None: frames = np.zeros((0, 0, 0, 3), np.uint8)
         else:
-            with _timed(out.timings, "decoding"): frames, out.frame_indices = read_frames(video_path, settings.n_frames)
+            with _timed(out.timings, "decoding"): frames, out.frame_indices = read_frames(video_path, settings.n_frames, settings.distinct_frames)
         if any(m in ("face", "body") for m in todo) and detectors is None: detectors = make_detectors(settings)
         _image_sequences(frames, backbones, settings, detectors, [m for m in todo if m in IMAGE_MODALITIES], out)
     audio = None
@@ -312,6 +329,21 @@ def backbones_file(path) -> Path:
     if not p.is_file(): raise FileNotFoundError(f"{p}: no backbones file (pass --backbones with the file the features were extracted with; `make demo` writes one for runs/demo)")
     return p
 
+# %% ../nbs/10_extraction.ipynb #febf40f8
+def anchored_detector_options(options: dict,  # {detector name: constructor keyword arguments} from a backbones file
+                              base_dir: Path  # the backbones file's folder
+                             ) -> dict:
+    "The options with a relative `checkpoint` (YOLO's weights file) that exists under base_dir made absolute, as backbone sources are."
+    out = {}
+    for name, kwargs in options.items():
+        kwargs = dict(kwargs)
+        ckpt = kwargs.get("checkpoint")
+        if ckpt is not None and not Path(str(ckpt)).expanduser().is_absolute() and (Path(base_dir) / str(ckpt)).exists():
+            kwargs["checkpoint"] = str((Path(base_dir) / str(ckpt)).resolve())
+        out[name] = kwargs
+    return out
+
+
 # %% ../nbs/10_extraction.ipynb #5f2d2b0d
 def read_backbones_file(path) -> tuple[dict, ExtractionSettings]:
     "The backbone configuration and extraction settings stored in a backbones JSON file."
@@ -323,6 +355,7 @@ def read_backbones_file(path) -> tuple[dict, ExtractionSettings]:
     settings = spec.pop("settings", {})
     bad = set(settings) - known
     if bad: raise ValueError(f"{p}: unknown extraction settings {sorted(bad)}; expected some of {sorted(known)}")
+    settings["detector_options"] = anchored_detector_options(settings.get("detector_options", {}), p.parent)
     return spec, ExtractionSettings(**settings)
 
 # %% ../nbs/10_extraction.ipynb #428d45be

@@ -17,9 +17,9 @@ import numpy as np
 __all__ = ['ATTACHED_PIC', 'DETECTORS', 'DETECTION_MAX_SIDE', 'MediaError', 'open_media', 'write_clip', 'MediaInfo',
            'probe_media', 'sample_frame_indices', 'upright', 'read_frames', 'read_audio', 'Box', 'Detector',
            'HaarFaceDetector', 'HOGPersonDetector', 'MediaPipeFaceDetector', 'MediaPipePoseBodyDetector',
-           'YoloDetector', 'make_detector', 'average_box', 'detect_downscaled', 'frame_boxes', 'crop_box',
-           'crops_from_boxes', 'crop_sequence', 'face_and_body_crops', 'portrait_frames', 'sound_track',
-           'write_portrait_clip']
+           'YoloDetector', 'make_detector', 'average_box', 'detect_downscaled', 'frame_detections', 'one_box',
+           'frame_boxes', 'crop_box', 'crops_from_boxes', 'crop_sequence', 'face_and_body_crops', 'app_frame_crops',
+           'app_crop_streams', 'portrait_frames', 'sound_track', 'write_portrait_clip']
 
 # %% ../nbs/03_media.ipynb #af1078e7
 class MediaError(ValueError):
@@ -140,13 +140,16 @@ def probe_media(path  # a media file
 
 # %% ../nbs/03_media.ipynb #d8e10c39
 def sample_frame_indices(n_frames: int,  # frames in the clip
-                         count: int = 30  # frames wanted
+                         count: int = 30,  # frames wanted
+                         distinct: bool = False  # True: a clip of at most `count` frames gives each frame once (the authors' app)
                         ) -> np.ndarray:  # [count] int64 indices in [0, n_frames), non-decreasing; empty when n_frames == 0
     "The authors' uniform frame sampling: `linspace(0, n - 1, count)` truncated to int."
     if count < 1: raise ValueError(f"count must be at least 1, got {count}")
     if n_frames < 0: raise ValueError(f"n_frames must be non-negative, got {n_frames}")
     if n_frames == 0: return np.zeros(0, dtype=np.int64)
+    if distinct and n_frames <= count: return np.arange(n_frames, dtype=np.int64)
     return np.linspace(0, n_frames - 1, count).astype(np.int64)
+
 
 # %% ../nbs/03_media.ipynb #9a7df4fa
 def upright(frame: np.ndarray,  # [H, W, C] decoded picture
@@ -169,19 +172,21 @@ def _decode_frames(path, keep: set) -> tuple[dict, int]:
 
 # %% ../nbs/03_media.ipynb #bfb68fe1
 def read_frames(path,  # a media file
-                count: int = 30  # frames to sample uniformly
+                count: int = 30,  # frames to sample uniformly
+                distinct: bool = False  # True: a clip of at most `count` frames gives each frame once (the authors' app)
                ) -> tuple[np.ndarray, np.ndarray]:  # frames [K, H, W, 3] uint8 RGB (upright), their indices [K]
-    "The `count` uniformly sampled frames of a clip, upright; K = count, or 0 for a file without video frames."
+    "The `count` uniformly sampled frames of a clip, upright; K = count (fewer with `distinct`), or 0 without video frames."
     info = probe_media(path)
     if not info.has_video or info.n_frames == 0: return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0, np.int64)
-    indices = sample_frame_indices(info.n_frames, count)
+    indices = sample_frame_indices(info.n_frames, count, distinct)
     kept, n = _decode_frames(path, set(indices.tolist()))
     if n != info.n_frames:
         warnings.warn(f"{path}: the container lists {info.n_frames} frames but {n} decode; sampling over those {n}")
-        indices = sample_frame_indices(n, count)
+        indices = sample_frame_indices(n, count, distinct)
         kept, n = _decode_frames(path, set(indices.tolist()))
         if n == 0: return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0, np.int64)
     return np.stack([upright(kept[i], info.rotation) for i in indices.tolist()]), indices
+
 
 # %% ../nbs/03_media.ipynb #8d220823
 def read_audio(path,  # a media file
@@ -369,21 +374,40 @@ def detect_downscaled(frame: np.ndarray,  # [H, W, 3]
     return [Box(b.x0 * scale, b.y0 * scale, b.x1 * scale, b.y1 * scale, b.score) for b in detector(small)]
 
 # %% ../nbs/03_media.ipynb #0ac6f0f8
+def frame_detections(frames,  # [K, H, W, 3] frames (or a list of frames)
+                     detector: Detector,  # returns the boxes of one frame
+                     keys=None,  # [K] one key per frame (the decoded frame's index): equal keys are detected once
+                     max_side: int = DETECTION_MAX_SIDE  # longest side seen by the detector (0: no shrinking)
+                    ) -> list[list[Box]]:  # [K] every box of each frame, in the detector's order, in full-frame pixels
+    "Detect in each distinct frame (shrunk when large); a frame sampled twice is searched once."
+    out, seen = [], {}
+    for k, frame in enumerate(frames):
+        key = k if keys is None else int(keys[k])
+        if key not in seen: seen[key] = detect_downscaled(frame, detector, max_side)
+        out.append(seen[key])
+    return out
+
+
+# %% ../nbs/03_media.ipynb #4d84d379
+def one_box(boxes: list[Box],  # one frame's detections
+            width: int, height: int  # the frame's size, pixels
+           ) -> Box | None:  # the averaged box clipped to the frame; None when nothing, or nothing inside, was found
+    "The one box of a frame: its detections averaged, then clipped to the picture."
+    box = average_box(boxes)
+    box = box.clip(width, height) if box is not None else None
+    return box if box is not None and box.area > 0 else None
+
+
+# %% ../nbs/03_media.ipynb #5e3984b3
 def frame_boxes(frames,  # [K, H, W, 3] frames (or a list of frames)
                 detector: Detector,  # returns the boxes of one frame
                 keys=None,  # [K] one key per frame (the decoded frame's index): equal keys are detected once
                 max_side: int = DETECTION_MAX_SIDE  # longest side seen by the detector (0: no shrinking)
                ) -> list[Box | None]:  # one clipped box per frame, None where nothing was found
     "Detect in each distinct frame (shrunk when large) and reduce each frame's detections to one box."
-    out, seen = [], {}
-    for k, frame in enumerate(frames):
-        key = k if keys is None else int(keys[k])
-        if key not in seen:
-            box = average_box(detect_downscaled(frame, detector, max_side))
-            box = box.clip(frame.shape[1], frame.shape[0]) if box is not None else None
-            seen[key] = box if box is not None and box.area > 0 else None
-        out.append(seen[key])
-    return out
+    found = frame_detections(frames, detector, keys, max_side)
+    return [one_box(boxes, frame.shape[1], frame.shape[0]) for frame, boxes in zip(frames, found)]
+
 
 # %% ../nbs/03_media.ipynb #e6c4ee37
 def crop_box(frame: np.ndarray,  # [H, W, 3]
@@ -426,6 +450,50 @@ def face_and_body_crops(frames,  # [K, H, W, 3] sampled frames
     "Face and body crops of the same frames, one per frame, each with its mask."
     return {"face": crop_sequence(frames, face_detector, substitute),
             "body": crop_sequence(frames, body_detector, substitute)}
+
+# %% ../nbs/03_media.ipynb #ef8269b9
+def _inside(boxes: list[Box], width: int, height: int) -> list[Box]:
+    "The boxes clipped to the picture, those with no area left dropped."
+    return [c for c in (b.clip(width, height) for b in boxes) if c.area > 0]
+
+
+# %% ../nbs/03_media.ipynb #4f348db4
+def _contains_centre(body: Box, face: Box) -> bool:
+    "Whether the body box holds the face box's centre."
+    cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
+    return body.x0 <= cx <= body.x1 and body.y0 <= cy <= body.y1
+
+
+# %% ../nbs/03_media.ipynb #0161689c
+def app_frame_crops(frame: np.ndarray,  # [H, W, 3] one sampled frame
+                    faces: list[Box],  # the face detector's boxes in this frame
+                    bodies: list[Box]  # the body detector's boxes in this frame, in its order
+                   ) -> dict:  # {"face"|"body": [(crop, box or None for the whole frame)]}
+    "One frame's face and body steps by the authors' app's rule."
+    h, w = frame.shape[:2]
+    faces, bodies = _inside(faces, w, h), _inside(bodies, w, h)
+    if faces:
+        held = [next((b for b in bodies if _contains_centre(b, f)), None) for f in faces]
+        return {"face": [(crop_box(frame, f), f) for f in faces], "body": [(crop_box(frame, b), b) for b in held if b is not None]}
+    if bodies:
+        largest = max(bodies, key=lambda b: b.area)
+        return {m: [(crop_box(frame, largest), largest)] for m in ("face", "body")}
+    return {m: [(np.array(frame, copy=True), None)] for m in ("face", "body")}
+
+
+# %% ../nbs/03_media.ipynb #dfbb7585
+def app_crop_streams(frames,  # [K, H, W, 3] sampled frames
+                     faces: list,  # [K] each frame's face boxes (`frame_detections`)
+                     bodies: list  # [K] each frame's body boxes
+                    ) -> dict:  # {"face"|"body": (crops, mask [K] bool, first box per frame or None)}
+    "The face and body streams of a clip by the authors' app's rule (`app_frame_crops` per frame)."
+    out = {m: ([], [], []) for m in ("face", "body")}
+    for frame, f, b in zip(frames, faces, bodies):
+        for m, steps in app_frame_crops(frame, f, b).items():
+            out[m][0].extend(crop for crop, _ in steps)
+            out[m][1].append(bool(steps)); out[m][2].append(steps[0][1] if steps else None)
+    return {m: (crops, np.array(mask, dtype=bool), boxes) for m, (crops, mask, boxes) in out.items()}
+
 
 # %% ../nbs/03_media.ipynb #ca7cb329
 def portrait_frames(n: int,  # number of frames

@@ -5,7 +5,7 @@ attributions, in one pass through a trained run; and the `ssl-mepr` command line
 
 # %% ../nbs/23_predict.ipynb #9cd65f15
 from __future__ import annotations
-import argparse, dataclasses, json, os, sys, time, traceback
+import argparse, dataclasses, json, math, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +27,28 @@ from .extraction import (ExtractionSettings, extract_clip, make_detectors, read_
 from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run', 'stage2_outputs',
-           'attention_entry', 'frames_entry', 'predict_video', 'format_prediction', 'read_transcript',
-           'add_predict_arguments', 'check_output_file', 'run_predict']
+__all__ = ['PRESETS', 'USER_ERRORS', 'PredictSwitches', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run',
+           'stage2_outputs', 'scores_as_logits', 'attention_entry', 'frames_entry', 'predict_video',
+           'format_prediction', 'read_transcript', 'add_predict_arguments', 'switches_from_args', 'check_output_file',
+           'run_predict']
+
+# %% ../nbs/23_predict.ipynb #9f7faf8f
+@dataclass(frozen=True)
+class PredictSwitches:
+    "What predict does where the authors' app and the kit differ (see the table above)."
+    app_crops: bool = False  # the app's face-and-body rule: every face a step, bodies or the whole frame standing in
+    distinct_frames: bool = False  # a clip of at most n_frames frames gives each frame once
+    scores_as_logits: bool = False  # a modality's trait scores all in [0, 1] enter stage 3 as logits
+    n_frames: int | None = None  # frames sampled per clip; None: the run's backbones file's (30 by default)
+
+    def settings(self, run_settings: ExtractionSettings) -> ExtractionSettings:
+        "The run's extraction settings with these switches laid over them."
+        frames = {} if self.n_frames is None else {"n_frames": self.n_frames}
+        return dataclasses.replace(run_settings, app_crops=self.app_crops, distinct_frames=self.distinct_frames, **frames).validate()
+
+PRESETS = {"kit": PredictSwitches(),  # the kit's corrected defaults
+           "app": PredictSwitches(app_crops=True, distinct_frames=True, scores_as_logits=True, n_frames=30)}  # the authors' app
+
 
 # %% ../nbs/23_predict.ipynb #935e935c
 @dataclass
@@ -43,6 +62,7 @@ class PredictionModels:
     stage3: str = "stage3"  # the fusion model's folder in the run (e.g. "stage3-supervised")
     detectors: dict = field(default_factory=dict)  # built on first use
     fusion: dict = field(default_factory=dict)  # available modalities -> FusionModel, loaded on first use
+    switches: PredictSwitches = PredictSwitches()  # the kit's defaults, or PRESETS["app"]
 
 # %% ../nbs/23_predict.ipynb #61cd2d97
 def fusion_for(models: PredictionModels,  # a loaded run
@@ -81,7 +101,8 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
              bf16: bool = False,  # bfloat16 backbones on a GPU
              allow_network: bool = False,  # let backbones named by hub id download
              backbones=None,  # a backbones JSON file; default: the run's backbones.json
-             allow_other_backbones: bool = False  # predict even with backbones other than those of the run's features
+             allow_other_backbones: bool = False,  # predict even with backbones other than those of the run's features
+             switches: PredictSwitches = PredictSwitches()  # where the kit and the authors' app differ (PRESETS)
             ) -> PredictionModels:
     "Load everything a run needs to predict from a video."
     from ssl_mepr.extractors import load_backbones
@@ -93,7 +114,7 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
     device = resolve_device(device)
     backbones = load_backbones(spec, device=device, bf16=bf16, allow_network=allow_network, base_dir=source.parent)
     if not allow_other_backbones: check_run_backbones(run_dir, backbones, settings, source)
-    sizes, switches = run_sizes_and_switches(params["model_width"], params["max_layers"], params["corrected"])
+    sizes, model_switches = run_sizes_and_switches(params["model_width"], params["max_layers"], params["corrected"])
     imported = imported_record(run_dir)  # made from released checkpoints (`ssl-mepr import-released`); None: trained here
     widths = {m: (backbones.image if m in IMAGE_MODALITIES else getattr(backbones, m)) for m in MODALITIES}
     stage2 = {}
@@ -105,7 +126,7 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
             if imported:  # sizes from its weights (no stage 1 here), head counts from the record
                 model = load_released(folder / "best.pt", stage=2, modality=m, **imported.get("stage2_overrides", {}).get(m, {}))
             else:
-                model = stage2_from_run(run_dir, m, widths[m].dim, params["seed"], sizes, switches)
+                model = stage2_from_run(run_dir, m, widths[m].dim, params["seed"], sizes, model_switches)
                 model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
             if imported and model.stage1_models()[0].input_dim != widths[m].dim:
                 raise CheckpointError(f"{folder / 'best.pt'}: the {m} model takes {model.stage1_models()[0].input_dim}-wide features; "
@@ -115,7 +136,7 @@ def load_run(run_dir,  # a run folder: params.json, backbones.json, stage1/, sta
             raise CheckpointError(f"{folder}: the run's {m} models do not take the {widths[m].dim}-wide features of the "
                                   f"backbone in {source}; use the backbones the run's features were extracted with") from None
         stage2[m] = model.to(device).eval()
-    models = PredictionModels(run_dir, backbones, settings, stage2, device, stage3)
+    models = PredictionModels(run_dir, backbones, switches.settings(settings), stage2, device, stage3, switches=switches)
     if stage2: fusion_for(models, tuple(stage2))  # the fusion model's checkpoint is read and checked now, not at the first video
     return models
 
@@ -131,6 +152,14 @@ def stage2_outputs(models: PredictionModels,  # a loaded run
         out = stage3_inputs(models.stage2[m], x.to(models.device), torch.tensor([len(seq)]))
         for kind in batch: batch[kind][m] = out[kind].to(models.device)
     return batch
+
+# %% ../nbs/23_predict.ipynb #478e2ad5
+def scores_as_logits(scores: torch.Tensor  # [1, 5] one modality's stage-2 trait scores
+                    ) -> torch.Tensor:
+    "The authors' app's re-mapping: logit(clamp(s, 1e-4, 1 - 1e-4)) when every score lies in [0, 1], else the scores."
+    if not (0.0 <= float(scores.min()) and float(scores.max()) <= 1.0): return scores
+    return torch.logit(scores.clamp(1e-4, 1 - 1e-4))
+
 
 # %% ../nbs/23_predict.ipynb #524d04da
 def attention_entry(out  # a FusionOutput computed with return_attention=True
@@ -165,6 +194,7 @@ def predict_video(models: PredictionModels,  # from `load_run`
     timings = dict(found.timings)
     t = time.perf_counter()
     with torch.inference_mode(): batch = stage2_outputs(models, found.sequences)
+    if models.switches.scores_as_logits: batch["personality_scores"] = {m: scores_as_logits(s) for m, s in batch["personality_scores"].items()}
     timings["stage 2"] = time.perf_counter() - t
     available = tuple(m for m in MODALITIES if m in batch["features"])
     if not available:
@@ -182,7 +212,8 @@ def predict_video(models: PredictionModels,  # from `load_run`
               "modalities": {m: {"used": m in fusion.active_modalities, "steps": int(len(found.sequences[m])) if m in found.sequences else 0,
                                  "reason": None if m in fusion.active_modalities else found.problems.get(m, "not in this run")}
                              for m in MODALITIES},
-              "attention": attention_entry(out), "transcript": found.transcript, "frames": frames_entry(found)}
+              "attention": attention_entry(out), "transcript": found.transcript, "frames": frames_entry(found),
+              "switches": dataclasses.asdict(models.switches)}
     if attributions:
         t = time.perf_counter()
         cast = {kind: {m: v.detach().clone().float() for m, v in d.items()} for kind, d in batch.items()}
@@ -253,11 +284,22 @@ def add_predict_arguments(p: argparse.ArgumentParser):
     p.add_argument("--stage3", default="stage3", help="fusion model folder inside the run (default: stage3)")
     p.add_argument("--backbones", help="backbones JSON file (default: the run's backbones.json)")
     p.add_argument("--allow-other-backbones", action="store_true", help="predict even when the backbones differ from those the run's features were extracted with")
-    p.add_argument("--frames", type=int, help="frames sampled per clip (default: the backbones file's, else 30)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="kit", help="kit: the corrected defaults; app: the authors' app's choices (see 23_predict)")
+    for name, what in (("app-crops", "the app's face-and-body crops"), ("distinct-frames", "each frame once in a short clip"),
+                       ("scores-as-logits", "trait scores in [0, 1] into stage 3 as logits")):
+        p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, help=f"{what} (default: the preset's)")
+    p.add_argument("--frames", type=int, help="frames sampled per clip (default: the preset's, else the backbones file's, else 30)")
     p.add_argument("--face-detector", help="e.g. mediapipe-face (default: the backbones file's, else haar-face)")
     p.add_argument("--body-detector", help="e.g. yolo, mediapipe-pose (default: the backbones file's, else hog-person)")
     p.add_argument("--device", default=DEFAULT_DEVICE, help=f"where the models run: {DEVICE_CHOICES}"); p.add_argument("--bf16", action="store_true")
     p.add_argument("--allow-network", action="store_true", help="let backbones named by hub id download")
+
+
+# %% ../nbs/23_predict.ipynb #45c90aaf
+def switches_from_args(args) -> PredictSwitches:
+    "The preset named by --preset, with any switch given on the command line laid over it."
+    given = {k: getattr(args, k) for k in ("app_crops", "distinct_frames", "scores_as_logits") if getattr(args, k, None) is not None}
+    return dataclasses.replace(PRESETS[args.preset], **given)
 
 
 # %% ../nbs/23_predict.ipynb #6a85786f
@@ -289,7 +331,7 @@ def run_predict(args) -> int:
     if args.json and args.json != "-": check_output_file(args.json, args.videos, args.overwrite)  # before any work
     transcript = read_transcript(args.transcript, args.transcript_file)
     models = load_run(args.run, device=args.device, stage3=args.stage3, bf16=args.bf16, allow_network=args.allow_network,
-                      backbones=args.backbones, allow_other_backbones=args.allow_other_backbones)
+                      backbones=args.backbones, allow_other_backbones=args.allow_other_backbones, switches=switches_from_args(args))
     given = dict(n_frames=args.frames, face_detector=args.face_detector, body_detector=args.body_detector)
     models.settings = dataclasses.replace(models.settings, **{k: v for k, v in given.items() if v is not None}).validate()
     results, code = [], 0

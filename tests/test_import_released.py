@@ -46,6 +46,16 @@ def test_an_imported_run_predicts(authors_files, tiny_predict_run, tmp_path):
     result = json.loads(out.stdout)
     assert [m for m, v in result["modalities"].items() if v["used"]] == ["body", "face", "scene", "audio"]
     assert abs(sum(result["emotions"].values()) - 1) < 1e-5
+    out = ssl_mepr("predict", clip, "--run", tmp_path / "published", "--json", "-", "--device", "cpu", "--preset", "app")
+    assert out.returncode == 0, out.stderr
+    as_app = json.loads(out.stdout)  # the authors' app's choices: every frame feeds the face stream, trait scores as logits
+    assert as_app["switches"] == {"app_crops": True, "distinct_frames": True, "scores_as_logits": True, "n_frames": 30}
+    assert as_app["frames"]["with_face"] == as_app["frames"]["sampled"] and as_app["modalities"]["face"]["steps"] >= 30
+    assert max(abs(as_app["traits"][k] - result["traits"][k]) for k in result["traits"]) > 1e-4
+    out = ssl_mepr("predict", clip, "--run", tmp_path / "published", "--json", "-", "--device", "cpu", "--preset", "app",
+                   "--no-app-crops", "--no-distinct-frames", "--no-scores-as-logits")  # every switch back: the kit's prediction
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["traits"] == pytest.approx(result["traits"], abs=1e-6)
     again = ssl_mepr(*import_args(tmp_path / "published", stage3, stage2, tiny_predict_run / "backbones.json"))
     assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr
 
