@@ -5,6 +5,8 @@
 # %% ../nbs/26_family.ipynb #6e22537f
 from __future__ import annotations
 import json
+from datetime import timedelta
+import torch.distributed as dist
 from pathlib import Path
 import pandas as pd
 from .features import atomic_write_text
@@ -17,8 +19,8 @@ from .uncertainty import SeedFamily, METRIC_TASKS, uncertainty_table, compare_co
 
 # %% auto #0
 __all__ = ['FAMILY_FILE', 'FAMILY_TEST_SETTINGS', 'SELECTION_METRIC', 'check_seeds', 'seed_run_name', 'family_corpus',
-           'seed_params', 'run_family', 'family_runs', 'stage3_family', 'stage2_frame', 'stage2_family', 'best_stage2',
-           'family_configurations', 'family_table', 'family_comparisons', 'file_seeds', 'train_family']
+           'seed_params', 'seed_share', 'run_family', 'family_runs', 'stage3_family', 'stage2_frame', 'stage2_family',
+           'best_stage2', 'family_configurations', 'family_table', 'family_comparisons', 'file_seeds', 'train_family']
 
 # %% ../nbs/26_family.ipynb #06c356cb
 FAMILY_FILE = "family.json"
@@ -69,26 +71,46 @@ def _family_record(family_dir: Path, params: dict, seeds: list) -> dict:
     atomic_write_text(path, json.dumps({"params": shared, "seeds": seeds}, indent=1))
     return {"params": shared, "seeds": seeds}
 
+# %% ../nbs/26_family.ipynb #2250e4be
+def seed_share(seeds: list,          # the family's seeds
+               ctx: ProcessContext   # this process's rank and the number of processes
+              ) -> list:  # the seeds this process trains
+    "This process's share of a family's seeds: every world_size-th from its rank (all of them in a single process)."
+    return list(seeds[ctx.rank::ctx.world_size])
+
+# %% ../nbs/26_family.ipynb #38520c21
+def _waiting_group(ctx: ProcessContext):
+    "Under torchrun, a gloo group for the family's waits, without the 30-minute limit (None in one process); every process calls it."
+    return dist.new_group(backend="gloo", timeout=timedelta(days=7)) if ctx.distributed else None
+
+def _wait_for_the_others(group) -> None:
+    "Every process of the family waits here for the others (nothing in one process)."
+    if group is not None: dist.barrier(group=group)
+
 # %% ../nbs/26_family.ipynb #3205202a
 def run_family(params: dict,            # run parameters (a YAML file's, with overrides); run_name names the family
                seeds,                   # two or more seeds
                upto: int = 3,           # run stages 1..upto of every seed
                ctx: ProcessContext | None = None,  # rank and device; None: this process alone, on the default device
                source: str = "run parameters"      # where the parameters came from, for messages
-              ) -> list[Path]:  # the seed runs' folders, in the order of `seeds`
-    "Train one complete run per seed into <runs_root>/<run_name>/seed-<s>/, sharing one corpus and its features; resumable."
+              ) -> list[Path]:  # every seed's run folder, in the order of `seeds` (under torchrun: once all are trained)
+    "Train one complete run per seed into <runs_root>/<run_name>/seed-<s>/, sharing one corpus; under torchrun each process trains its share."
     seeds, params = check_seeds(seeds, source), check_run_params(dict(params), source)
     ctx = ctx or process_context(params.get("device", DEFAULT_DEVICE))
     family_dir = Path(params.get("runs_root") or project_root() / "runs") / params.get("run_name", RUN_DEFAULTS["run_name"])
-    family_dir.mkdir(parents=True, exist_ok=True)
-    _family_record(family_dir, params, seeds)
-    corpus, dirs = family_corpus(family_dir, {**RUN_DEFAULTS, **params}), []
-    for seed in seeds:
-        spec = open_run(seed_params(params, seed, family_dir, corpus), f"{source}, seed {seed}", ctx.is_main)
+    group = _waiting_group(ctx)
+    if ctx.is_main:   # the record and the corpus first, by process 0 alone
+        family_dir.mkdir(parents=True, exist_ok=True)
+        _family_record(family_dir, params, seeds)
+        family_corpus(family_dir, {**RUN_DEFAULTS, **params})
+    _wait_for_the_others(group)
+    corpus, alone = family_corpus(family_dir, {**RUN_DEFAULTS, **params}), ProcessContext(device=ctx.device)   # complete: read back
+    for seed in seed_share(seeds, ctx):   # each seed's run in this process alone
+        spec = open_run(seed_params(params, seed, family_dir, corpus), f"{source}, seed {seed}")
         if params.get("corpus", "demo") == "demo": demo_backbones(spec.run_dir)   # tiny backbones for predict
-        run_stages(spec, upto, ctx)
-        dirs.append(spec.run_dir)
-    return dirs
+        run_stages(spec, upto, alone)
+    _wait_for_the_others(group)
+    return [family_dir / seed_run_name(s) for s in seeds]
 
 # %% ../nbs/26_family.ipynb #0592a0d3
 FAMILY_TEST_SETTINGS = {"stage1_epochs": 1, "stage2_epochs": 1, "stage3_epochs": 2, "modalities": ["face", "audio"]}  # with NOTEBOOK_TEST_SETTINGS
@@ -195,6 +217,7 @@ def train_family(stage: int,         # run stages 1..stage of every seed
     try: ctx = process_context(p.pop("device", DEFAULT_DEVICE))
     except ValueError as e: raise RunParameterError(f"{source}: device: {e}") from None
     if ctx.is_main: print(device_report(ctx.device), flush=True)
+    if ctx.distributed: print(f"process {ctx.rank} of {ctx.world_size}: seeds {seed_share(seeds, ctx)}", flush=True)
     dirs = run_family({**p, "progress": p.get("progress", True) and ctx.is_main}, seeds, stage, ctx, source)
     if ctx.is_main and stage == 3:
         with pd.option_context("display.width", 200, "display.max_rows", 100):
