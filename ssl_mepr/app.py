@@ -20,7 +20,7 @@ from .features import scratch_folder
 from .media import read_frames
 from .attribution import ATTRIBUTION_TARGETS
 from .analysis import PROB_PREFIX, SCORE_PREFIX
-from .explore import (ExplorerData, Explorer, load_explorer_data, run_profile, output_notes, notes_widget, outputs_tables,
+from .explore import (ExplorerData, Explorer, load_explorer_data, run_profile, output_notes, trained_with_pseudo_labels, notes_widget, outputs_tables,
                               tables_html, draw_outputs, draw_modality_bars, draw_scatter, _png)
 
 # %% auto #0
@@ -180,7 +180,8 @@ def render(self: VideoView):
     if self.result is None: return
     r = self.result
     notes = output_notes(np.array(list(r["emotions"].values())), np.array(list(r["traits"].values())),
-                         {k: None if v is None else np.array(list(v.values())) for k, v in r["attention"].items()}, self.profile)
+                         {k: None if v is None else np.array(list(v.values())) for k, v in r["attention"].items()}, self.profile,
+                         pseudo_labels=trained_with_pseudo_labels(self.run_dir, self.stage))
     tables = video_tables(r)
     figure = video_figure(r, self.frames, None if self.data is None else self.data.clips, self.emotion.value, self.trait.value)
     self.rendered = {"notes": notes, "tables": tables, "figure": figure}

@@ -16,16 +16,16 @@ from fastcore.basics import patch
 from .labels import EMOTIONS, TRAITS
 from .fusion import FusionModel, collapsed_rows, uniform_weights
 from .devices import DEFAULT_DEVICE, resolve_device
-from .run import load_fusion
+from .run import load_fusion, read_run_params
 from .attribution import ATTRIBUTION_TARGETS, modality_attributions
 from .stages import stage3_split_from_run, split_rows
 from .analysis import run_manifest, prediction_frame, dominant_emotion, PROB_PREFIX, SCORE_PREFIX, LABEL_PREFIX
 
 # %% auto #0
-__all__ = ['SATURATION_TOLERANCE', 'UNIFORM_TOLERANCE', 'README_URL', 'ALL', 'ExplorerData', 'load_explorer_data', 'filter_clips',
-           'clip_summary', 'attention_collapse_table', 'saturated_outputs', 'run_profile', 'output_notes',
-           'draw_outputs', 'draw_modality_bars', 'draw_scatter', 'clip_figure', 'outputs_tables', 'tables_html',
-           'notes_widget', 'Explorer']
+__all__ = ['SATURATION_TOLERANCE', 'UNIFORM_TOLERANCE', 'README_URL', 'ALL', 'ExplorerData', 'trained_with_pseudo_labels',
+           'load_explorer_data', 'filter_clips', 'clip_summary', 'attention_collapse_table', 'saturated_outputs',
+           'run_profile', 'output_notes', 'draw_outputs', 'draw_modality_bars', 'draw_scatter', 'clip_figure',
+           'outputs_tables', 'tables_html', 'notes_widget', 'Explorer']
 
 # %% ../nbs/27_explore.ipynb #5deb3ac9
 @dataclass
@@ -36,6 +36,7 @@ class ExplorerData:
     graph_attention: np.ndarray  # [clips, N, N] graph-attention weights (NaN without graph attention)
     cross_attention: dict  # {"emotion": [clips, N], "personality": [clips, N]} (NaN without cross-attention)
     attributions: np.ndarray  # [clips, len(ATTRIBUTION_TARGETS), N] Input×Gradient per modality
+    pseudo_labels: bool = True  # whether the fusion model was trained with the released pseudo-label terms
 
     @property
     def graph_weights(self) -> np.ndarray:  # [clips, N]
@@ -70,6 +71,16 @@ def _explain_split(model: FusionModel, data, chunk: int) -> dict:
                       "attr": torch.as_tensor(modality_attributions(model, batch))})
     return {k: torch.cat([p[k].cpu() for p in parts]).double().numpy() for k in parts[0]}
 
+# %% ../nbs/27_explore.ipynb #de0789e5
+def trained_with_pseudo_labels(run_dir,  # a run folder
+                               stage: str = "stage3"  # the fusion model's folder in the run
+                              ) -> bool:
+    "Whether the run's fusion model in `stage` was trained with the released pseudo-label terms."
+    if stage == "stage3-supervised": return False  # the comparison model: supervised terms only
+    if not (Path(run_dir) / "params.json").exists(): return True  # a run made in code, with the default (released) loss
+    return bool(read_run_params(run_dir).get("semi_supervised", True))  # an imported run: the released loss too
+
+
 # %% ../nbs/27_explore.ipynb #53a93bb7
 def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trained stage3/
                        splits=("dev", "test"),  # splits to load (both corpora each)
@@ -95,7 +106,8 @@ def load_explorer_data(run_dir,  # a run folder with stage2/ exported and a trai
     clips = pd.concat(frames, ignore_index=True)
     clips["dominant_emotion"] = dominant_emotion(clips)
     return ExplorerData(clips, model.active_modalities, cat("graph"),
-                        {"emotion": cat("cross_emotion"), "personality": cat("cross_personality")}, cat("attr"))
+                        {"emotion": cat("cross_emotion"), "personality": cat("cross_personality")}, cat("attr"),
+                        trained_with_pseudo_labels(run_dir, stage))
 
 # %% ../nbs/27_explore.ipynb #80e7563a
 def filter_clips(clips: pd.DataFrame,  # ExplorerData.clips
@@ -178,6 +190,19 @@ def _share(profile: pd.DataFrame | None, corpus: str | None, column: str, verb: 
     n = int(profile.loc[key, "clips"]); k = round(profile.loc[key, column] * n)
     return f"; {k} of {n} {'' if key == 'all' else key + ' '}clips in this run {verb}"
 
+# %% ../nbs/27_explore.ipynb #7f592c6e
+def _saturation_cause(task: str,  # "emotion" or "trait"
+                      pseudo_labels: bool  # the model was trained with the pseudo-label terms
+                     ) -> str:
+    "The sentence that says where a saturated output comes from, for the model's loss."
+    unlabelled = "FIv2" if task == "emotion" else "MOSEI"
+    if pseudo_labels:
+        return (f"The released {task} pseudo-label term pushes clips without {task} labels ({unlabelled}) to "
+                + ("one emotion" if task == "emotion" else "scores of 0 or 1"))
+    return (f"This model was trained on the supervised terms only, so no pseudo-label term is the cause: its {task} "
+            f"head, fitted on labelled clips alone, reaches the extremes by itself on clips such as these")
+
+
 # %% ../nbs/27_explore.ipynb #6761155c
 def output_notes(probs,  # [7] the clip's emotion probabilities
                  scores,  # [5] its trait scores
@@ -185,7 +210,8 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
                  profile: pd.DataFrame | None,  # `run_profile` of the run (None: no corpus clips to count)
                  corpus: str | None = None,  # the clip's corpus (None: a video from elsewhere)
                  collapsed: bool | None = None,  # whether the clip's graph-attention rows are identical (None: not known)
-                 tol: float = SATURATION_TOLERANCE  # see `saturated_outputs`
+                 tol: float = SATURATION_TOLERANCE,  # see `saturated_outputs`
+                 pseudo_labels: bool = True  # the model was trained with the pseudo-label terms (False: supervised terms only)
                 ) -> list[str]:  # notes as HTML fragments; empty when nothing needs saying
     "Notes on a clip's saturated outputs and uniform attention, with their share in the run."
     sat, notes = saturated_outputs(probs, scores, tol), []
@@ -193,13 +219,12 @@ def output_notes(probs,  # [7] the clip's emotion probabilities
     if sat["emotion"][0]:
         top = EMOTIONS[int(np.argmax(probs))]
         notes.append(f"Saturated emotion output: p({top}) = {float(np.max(probs)):.4f}{_share(profile, corpus, 'saturated_emotion', 'look the same')}. "
-                     "The released emotion pseudo-label term pushes clips without emotion labels (FIv2) to one "
-                     f"emotion; a saturated softmax has almost no gradient, so the emotion attributions are about 0. Expected, not a bug{why}.")
+                     f"{_saturation_cause('emotion', pseudo_labels)}; a saturated softmax has almost no gradient, so the emotion "
+                     f"attributions are about 0. Expected, not a bug{why}.")
     if sat["traits"][0].any():
         names = ", ".join(t for t, s in zip(TRAITS, sat["traits"][0]) if s)
         notes.append(f"Saturated trait scores ({names} within {tol:g} of 0 or 1){_share(profile, corpus, 'saturated_any_trait', 'have at least one')}. "
-                     "The released trait pseudo-label term pushes the scores of clips without trait labels "
-                     f"(MOSEI) to 0 or 1, and their trait attributions to about 0. Expected, not a bug{why}.")
+                     f"{_saturation_cause('trait', pseudo_labels)}; their trait attributions are about 0. Expected, not a bug{why}.")
     queries = [attention.get(k) for k in ("emotion query", "personality query")]
     uniform = lambda q: bool(uniform_weights(torch.tensor(np.array(q, dtype=float))[None], UNIFORM_TOLERANCE)[0])
     if all(q is not None for q in queries) and all(uniform(q) for q in queries):
@@ -366,7 +391,7 @@ def on_clip_change(self: Explorer, change=None):
     attention = {"graph": s["attention"]["graph"].to_numpy(), "emotion query": s["attention"]["emotion query"].to_numpy(),
                  "personality query": s["attention"]["personality query"].to_numpy()}
     s["notes"] = output_notes(s["outputs"].predicted[:len(EMOTIONS)], s["outputs"].predicted[len(EMOTIONS):], attention,
-                              self.profile, row.corpus, s["collapsed"])
+                              self.profile, row.corpus, s["collapsed"], pseudo_labels=self.data.pseudo_labels)
     s["figure"] = clip_figure(self.data, self.clip_id, self.filtered, self.emotion.value, self.trait.value)
     tables = {**outputs_tables(s["outputs"]), "modality attention": s["attention"], "Input×Gradient": s["attribution"]}
     self._show(notes_widget(s["notes"]), widgets.HTML(tables_html(tables)), widgets.Image(value=_png(s["figure"]), format="png"))
