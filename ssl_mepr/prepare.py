@@ -66,6 +66,7 @@ def read_fiv2_folder(annotations,  # folder holding annotation_{training,validat
 # %% ../nbs/07_prepare.ipynb #54739e21
 COVERAGE_COLUMNS = ["corpus", "split", "clips", "with_video", "with_audio", "with_text", "unmatched_segments"]
 
+# %% ../nbs/07_prepare.ipynb #6c649a5c
 def coverage_report(manifest: pd.DataFrame  # a manifest (MOSEI rows may carry `segment`, -1 when unmatched)
                    ) -> pd.DataFrame:  # COVERAGE_COLUMNS, one row per corpus and split
     "Per corpus and split: clips, and how many have a video, a sound (a video's own track counts), a transcript."
@@ -77,6 +78,50 @@ def coverage_report(manifest: pd.DataFrame  # a manifest (MOSEI rows may carry `
         rows.append([corpus, split, len(g), int((~miss.str.contains("video")).sum()), int((~miss.str.contains("audio")).sum()),
                      int((g.text.fillna("").str.strip() != "").sum()), unmatched])
     return pd.DataFrame(rows, columns=COVERAGE_COLUMNS)
+
+# %% ../nbs/07_prepare.ipynb #6e69c058
+def _read_authors_layout(authors_csv,   # folder holding the authors' <corpus>/<split>_full.csv files
+                         authors_media  # media folder for the authors' layout (or None)
+                        ) -> tuple:     # (manifest parts, {"<corpus>/<split>": file read})
+    "Read the authors' CSVs of both corpora and every split."
+    parts, sources = [], {}
+    for corpus in ("mosei", "fiv2"):
+        for split in SPLITS:
+            p = Path(authors_csv) / corpus / f"{split}_full.csv"
+            parts.append(read_authors_csv(p, corpus, split, authors_media)); sources[f"{corpus}/{split}"] = str(p)
+    return parts, sources
+
+# %% ../nbs/07_prepare.ipynb #bae3d1b7
+def _read_official_layout(mosei_labels,        # CMU_MOSEI_Labels.csd
+                          mosei_folds,         # fold list, or "standard"
+                          mosei_transcripts,   # Transcript/Segmented/Combined folder (or None)
+                          mosei_media,         # folder of the segmented videos and .wav files (or None)
+                          fiv2_annotations,    # folder holding annotation_*.pkl
+                          fiv2_media,          # folder of the unpacked FIv2 videos (or None)
+                          fiv2_transcriptions  # folder holding transcription_*.pkl (or None: the annotations folder)
+                         ) -> tuple:           # (manifest parts, {argument: source named})
+    "Read MOSEI and FIv2 from their official files, once the required ones are known to be given."
+    if mosei_labels is None or mosei_folds is None: raise CorpusError("prepare: MOSEI needs --mosei-labels and --mosei-folds (or use --authors-csv)")
+    if fiv2_annotations is None: raise CorpusError("prepare: FIv2 needs --fiv2-annotations (or use --authors-csv)")
+    mosei = read_mosei_csd(mosei_labels, mosei_folds_file(mosei_folds), mosei_media, transcripts=mosei_transcripts)
+    empty = [s for s in SPLITS if not (mosei.split == s).any()]
+    if empty: raise CorpusError(f"{mosei_folds}: no video of the {empty[0]} fold is in {mosei_labels} (is it the fold list of this label file?)")
+    parts = [mosei, read_fiv2_folder(fiv2_annotations, fiv2_media, fiv2_transcriptions)]
+    folds_named = STANDARD_FOLDS_SOURCE if str(mosei_folds) == "standard" else mosei_folds
+    sources = {k: str(v) for k, v in dict(mosei_labels=mosei_labels, mosei_folds=folds_named, mosei_transcripts=mosei_transcripts,
+               mosei_media=mosei_media, fiv2_annotations=fiv2_annotations, fiv2_media=fiv2_media,
+               fiv2_transcriptions=fiv2_transcriptions).items() if v is not None}
+    return parts, sources
+
+# %% ../nbs/07_prepare.ipynb #e297c90a
+def _read_backbones_spec(backbones  # path of a backbones JSON, or None
+                        ) -> dict | None:  # its contents (None without a file)
+    "Read the backbones JSON to copy into the corpus folder; a missing or unreadable file is a `CorpusError`."
+    if backbones is None: return None
+    p = Path(backbones)
+    if not p.is_file(): raise CorpusError(f"--backbones: file not found: {p}")
+    try: return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CorpusError(f"{p}: not a JSON backbones file ({e})") from None
 
 # %% ../nbs/07_prepare.ipynb #3f40ee12
 def prepare_corpus(out,  # the corpus folder to write (created; an existing features/ is kept)
@@ -95,34 +140,14 @@ def prepare_corpus(out,  # the corpus folder to write (created; an existing feat
     out = Path(out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        parts, sources = [], {}
-        if authors_csv is not None:
-            for corpus in ("mosei", "fiv2"):
-                for split in SPLITS:
-                    p = Path(authors_csv) / corpus / f"{split}_full.csv"
-                    parts.append(read_authors_csv(p, corpus, split, authors_media)); sources[f"{corpus}/{split}"] = str(p)
-        else:
-            if mosei_labels is None or mosei_folds is None: raise CorpusError("prepare: MOSEI needs --mosei-labels and --mosei-folds (or use --authors-csv)")
-            if fiv2_annotations is None: raise CorpusError("prepare: FIv2 needs --fiv2-annotations (or use --authors-csv)")
-            mosei = read_mosei_csd(mosei_labels, mosei_folds_file(mosei_folds), mosei_media, transcripts=mosei_transcripts)
-            empty = [s for s in SPLITS if not (mosei.split == s).any()]
-            if empty: raise CorpusError(f"{mosei_folds}: no video of the {empty[0]} fold is in {mosei_labels} (is it the fold list of this label file?)")
-            parts.append(mosei)
-            parts.append(read_fiv2_folder(fiv2_annotations, fiv2_media, fiv2_transcriptions))
-            folds_named = STANDARD_FOLDS_SOURCE if str(mosei_folds) == "standard" else mosei_folds
-            sources = {k: str(v) for k, v in dict(mosei_labels=mosei_labels, mosei_folds=folds_named, mosei_transcripts=mosei_transcripts,
-                       mosei_media=mosei_media, fiv2_annotations=fiv2_annotations, fiv2_media=fiv2_media,
-                       fiv2_transcriptions=fiv2_transcriptions).items() if v is not None}
+        if authors_csv is not None: parts, sources = _read_authors_layout(authors_csv, authors_media)
+        else: parts, sources = _read_official_layout(mosei_labels, mosei_folds, mosei_transcripts, mosei_media,
+                                                      fiv2_annotations, fiv2_media, fiv2_transcriptions)
         manifest = pd.concat(parts, ignore_index=True)
         dup = manifest.clip_id[manifest.clip_id.duplicated()]
         if len(dup): raise CorpusError(f"prepare: clip ids appear twice across the corpora, e.g. {_few(dup.unique())}")
         validate_manifest(manifest, "prepare")
-        spec = None
-        if backbones is not None:
-            p = Path(backbones)
-            if not p.is_file(): raise CorpusError(f"--backbones: file not found: {p}")
-            try: spec = json.loads(p.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CorpusError(f"{p}: not a JSON backbones file ({e})") from None
+        spec = _read_backbones_spec(backbones)
     coverage = coverage_report(manifest)
     report = {"sources": sources, "warnings": [str(w.message) for w in caught], "clips": int(len(manifest))}
     write_manifest(manifest, out / "manifest.csv")  # everything is checked: now write
