@@ -298,6 +298,39 @@ def _train_epoch(model, task, train: TensorData, optimizer, cfg, ctx, batch_gen,
         losses.append(float(logs.get("loss", loss.item() if loss is not None else float("nan"))))
     return float(np.mean(losses)) if losses else float("nan")
 
+# %% ../nbs/18_training.ipynb #e75af0fc
+def _epoch_bar(cfg: TrainConfig,     # max_epochs and progress
+               ctx: ProcessContext,  # only the main process shows the bar
+               run_dir: Path,        # named in the bar
+               start: int            # epochs already done (a resumed run)
+              ):                     # a tqdm bar, one step per epoch
+    "The progress bar of a fit, shown by the main process when `cfg.progress`."
+    return tqdm(total=cfg.max_epochs, initial=start, desc=f"{run_dir.parent.name}/{run_dir.name}", unit="epoch",
+                disable=not (cfg.progress and ctx.is_main), mininterval=1.0)
+
+# %% ../nbs/18_training.ipynb #226aed96
+def _step_scheduler(scheduler,    # the learning-rate schedule, or None
+                    score: float  # the epoch's dev selection scalar
+                   ):
+    "Advance the schedule after an epoch: ReduceLROnPlateau reads the score, the others count epochs."
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau): scheduler.step(score)
+    elif scheduler is not None: scheduler.step()
+
+# %% ../nbs/18_training.ipynb #2334f639
+def _record_epoch(state: dict,        # the fit's state (epoch, best score and epoch, bad epochs, history); updated
+                  epoch: int,         # the epoch just trained
+                  score: float,       # its dev selection scalar
+                  lr: float,          # the learning rate after the schedule's step
+                  train_loss: float,  # its mean training loss
+                  metrics: dict       # its metrics per evaluated split
+                 ) -> bool:           # whether the score improved on the best
+    "Count bad epochs, keep the best, log the epoch."
+    improved = score > state["best_score"]
+    state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+    if improved: state.update(best_score=score, best_epoch=epoch)
+    state["history"].append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "metrics": metrics})
+    return improved
+
 # %% ../nbs/18_training.ipynb #7acffd07
 def fit(model: nn.Module,  # the model (on the right device already or moved here)
         task: Task,  # loss, predictions, metrics and selection of this stage
@@ -322,8 +355,7 @@ def fit(model: nn.Module,  # the model (on the right device already or moved her
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if (run_dir / "last.pt").exists(): state = _resume(run_dir / "last.pt", model, optimizer, scheduler, task, batch_gen)
     timings = []
-    bar = tqdm(total=cfg.max_epochs, initial=state["epoch"], desc=f"{run_dir.parent.name}/{run_dir.name}", unit="epoch",
-               disable=not (cfg.progress and ctx.is_main), mininterval=1.0)
+    bar = _epoch_bar(cfg, ctx, run_dir, state["epoch"])
     for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
         if state["bad_epochs"] >= cfg.patience: break
         if stop_after_epochs is not None and epoch > stop_after_epochs: break
@@ -332,12 +364,8 @@ def fit(model: nn.Module,  # the model (on the right device already or moved her
         t1 = time.perf_counter()
         metrics = evaluate_splits(model, task, evals, cfg.precision)
         score = metrics[cfg.selection_split][task.selection_metric]
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau): scheduler.step(score)
-        elif scheduler is not None: scheduler.step()
-        improved = score > state["best_score"]
-        state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
-        if improved: state.update(best_score=score, best_epoch=epoch)
-        state["history"].append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss, "metrics": metrics})
+        _step_scheduler(scheduler, score)
+        improved = _record_epoch(state, epoch, score, optimizer.param_groups[0]["lr"], train_loss, metrics)
         timings.append({"epoch": epoch, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1})
         if ctx.is_main: _write_epoch(run_dir, model, optimizer, scheduler, task, batch_gen, state, improved, timings)
         bar.update(1); bar.set_postfix({"loss": f"{train_loss:.4f}", f"dev {task.selection_metric}": f"{score:.4f}", "best": state["best_epoch"]})
