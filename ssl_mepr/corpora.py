@@ -384,6 +384,45 @@ def unmatched_clip_id(video_id: str, start: float, end: float) -> str:
     "The id of a labelled segment that no transcript line (hence no media file) matches."
     return f"{video_id}@{start:.2f}-{end:.2f}"
 
+# %% ../nbs/04_corpora.ipynb #fbfa4aa1
+def _warn_fold_mismatch(split_of: dict,    # video id -> split, from the fold list
+                        videos: dict,      # video id -> (features, intervals), from the label file
+                        folds_source: str, # the fold list named in messages
+                        source: str        # the label file named in messages
+                       ):
+    "Warn about fold ids missing from the label file and about label-file videos in no fold."
+    absent = [v for v in split_of if v not in videos]
+    if absent: warnings.warn(f"{folds_source}: {len(absent)} fold video id(s) are not in {source}, e.g. {_few(absent)}", stacklevel=3)
+    unassigned = [v for v in videos if v not in split_of]
+    if unassigned: warnings.warn(f"{source}: {len(unassigned)} video(s) are in no fold and are left out, e.g. {_few(unassigned)}", stacklevel=3)
+
+# %% ../nbs/04_corpora.ipynb #b5de8503
+def _segments_in_order(videos: dict,   # video id -> (features [m, 7], intervals [m, 2]), from the label file
+                       split_of: dict  # video id -> split
+                      ) -> tuple:      # (video id per segment, split per segment, label rows [n, 7], spans [n, 2])
+    "The labelled segments of the videos in a fold: splits in order, videos sorted, each video's segments by start time."
+    vids, splits, rows, spans = [], [], [], []
+    for split in SPLITS:
+        for vid in sorted(v for v, s in split_of.items() if s == split and v in videos):
+            features, intervals = videos[vid]
+            order = np.argsort(intervals[:, 0], kind="stable")
+            vids += [vid] * len(order); splits += [split] * len(order)
+            rows.append(features[order]); spans.append(intervals[order])
+    return vids, splits, (np.concatenate(rows) if rows else np.zeros((0, 7))), (np.concatenate(spans) if spans else np.zeros((0, 2)))
+
+# %% ../nbs/04_corpora.ipynb #1d433cf3
+def _warn_unmatched_segments(ids: list,              # the clip ids
+                             matched: pd.DataFrame,  # `match_segments` of the clips: segment (-1: unmatched) and text
+                             transcripts             # the transcripts folder named in messages
+                            ):
+    "Warn about labelled segments that match no transcript line and about matched lines that are empty."
+    lost = [c for c, k in zip(ids, matched.segment) if k < 0]
+    if lost:
+        warnings.warn(f"{transcripts}: {len(lost)} of {len(ids)} labelled segments match no transcript line (start and end within "
+                      f"{TRANSCRIPT_START_TOLERANCE} s), so no media file either; they are kept without media or text, e.g. {_few(lost)}", stacklevel=3)
+    empty = sum(t == "" for t, k in zip(matched.text, matched.segment) if k >= 0)
+    if empty: warnings.warn(f"{transcripts}: {empty} matched segments have an empty transcript line", stacklevel=3)
+
 # %% ../nbs/04_corpora.ipynb #845b6c16
 def read_mosei_csd(labels_csd,  # CMU SDK label file (HDF5), e.g. CMU_MOSEI_Labels.csd
                    folds,  # {split: [video ids]}, or a JSON file of that shape, or a CSV with video_id, split
@@ -394,31 +433,16 @@ def read_mosei_csd(labels_csd,  # CMU SDK label file (HDF5), e.g. CMU_MOSEI_Labe
     source = str(labels_csd)
     split_of, folds_source = _folds(folds)
     videos = read_csd_labels(labels_csd)
-    absent = [v for v in split_of if v not in videos]
-    if absent: warnings.warn(f"{folds_source}: {len(absent)} fold video id(s) are not in {source}, e.g. {_few(absent)}", stacklevel=2)
-    unassigned = [v for v in videos if v not in split_of]
-    if unassigned: warnings.warn(f"{source}: {len(unassigned)} video(s) are in no fold and are left out, e.g. {_few(unassigned)}", stacklevel=2)
+    _warn_fold_mismatch(split_of, videos, folds_source, source)
     if media_root is not None and transcripts is None:
         raise CorpusError(f"{source}: MOSEI's segment files are numbered as in the transcripts; pass transcripts= (the "
                           "Transcript/Segmented/Combined folder) so that each labelled segment gets its own media files")
-    vids, splits, rows, spans = [], [], [], []
-    for split in SPLITS:
-        for vid in sorted(v for v, s in split_of.items() if s == split and v in videos):
-            features, intervals = videos[vid]
-            order = np.argsort(intervals[:, 0], kind="stable")
-            vids += [vid] * len(order); splits += [split] * len(order)
-            rows.append(features[order]); spans.append(intervals[order])
-    rows, spans = (np.concatenate(rows) if rows else np.zeros((0, 7))), (np.concatenate(spans) if spans else np.zeros((0, 2)))
+    vids, splits, rows, spans = _segments_in_order(videos, split_of)
     targets = soft_emotion_targets(cmu_rows_to_intensities(rows))
     if transcripts is None: matched = pd.DataFrame({"segment": -1, "text": [""] * len(vids)})
     else: matched = match_segments(vids, spans[:, 0], spans[:, 1], read_mosei_transcripts(transcripts))
     ids = [f"{v}_{k}" if k >= 0 else unmatched_clip_id(v, s, e) for v, k, (s, e) in zip(vids, matched.segment, spans)]
-    lost = [c for c, k in zip(ids, matched.segment) if k < 0]
-    if transcripts is not None and lost:
-        warnings.warn(f"{transcripts}: {len(lost)} of {len(ids)} labelled segments match no transcript line (start and end within "
-                      f"{TRANSCRIPT_START_TOLERANCE} s), so no media file either; they are kept without media or text, e.g. {_few(lost)}", stacklevel=2)
-    empty = sum(t == "" for t, k in zip(matched.text, matched.segment) if k >= 0)
-    if empty: warnings.warn(f"{transcripts}: {empty} matched segments have an empty transcript line", stacklevel=2)
+    if transcripts is not None: _warn_unmatched_segments(ids, matched, transcripts)
     manifest = _build_manifest(ids, "mosei", splits, matched.text.tolist(),
                                {e: targets[:, i] for i, e in enumerate(EMOTIONS)},
                                {"sentiment": rows[:, 0], "start": spans[:, 0], "end": spans[:, 1], "segment": matched.segment.to_numpy()})
@@ -484,15 +508,11 @@ def load_data_pickle(path  # a pickle holding nested dicts of strings and number
     if not isinstance(obj, dict): raise CorpusError(f"{source}: expected a dict, got a {type(obj).__name__}")
     return _plain_tree(obj, source)
 
-# %% ../nbs/04_corpora.ipynb #f01c6a66
-def read_fiv2(annotation_pkl,  # annotation_{training,validation,test}.pkl: {trait: {"clip.mp4": score}}
-              split: str,  # "train", "dev" or "test" (aliases such as "training", "validation" accepted)
-              transcription_pkl=None,  # transcription_*.pkl: {"clip.mp4": text}; None leaves the text empty
-              media_root=None  # folder searched for each clip's video and audio; None leaves the paths empty
-             ) -> pd.DataFrame:  # a manifest, plus `interview` when the pickle has it
-    "An FIv2 manifest from the official annotation (and transcription) pickles."
-    split, source = normalize_split(split), str(annotation_pkl)
-    annotation = load_data_pickle(annotation_pkl)
+# %% ../nbs/04_corpora.ipynb #06e17ccd
+def _trait_keys(annotation: dict,  # the annotation pickle: {key: {"clip.mp4": score}}
+                source: str        # the file named in messages
+               ) -> dict:          # manifest trait -> the pickle's key
+    "Find the pickle's key of each trait; refuse a key that is not a mapping and a missing trait (with its nearest spelling)."
     key_of = {}
     for key, scores in annotation.items():
         if not isinstance(scores, dict): raise CorpusError(f"{source}: {key!r} must map clip names to scores, got a {type(scores).__name__}")
@@ -503,6 +523,31 @@ def read_fiv2(annotation_pkl,  # annotation_{training,validation,test}.pkl: {tra
     if missing:
         others = [k for k in annotation if k not in key_of.values()]
         raise CorpusError(f"{source}: missing trait key(s) " + ", ".join(f"{pickle_name[t]!r}{_did_you_mean(pickle_name[t], others)}" for t in missing))
+    return key_of
+
+# %% ../nbs/04_corpora.ipynb #918302ec
+def _fiv2_transcripts(transcription_pkl,  # transcription_*.pkl: {"clip.mp4": text}
+                      clip_ids: list      # the clips, without the video extension
+                     ) -> list:           # each clip's text
+    "The transcript of each clip; a transcript that is not a string is refused, missing ones are empty and reported."
+    by_clip = {}
+    for name, t in load_data_pickle(transcription_pkl).items():
+        if not isinstance(t, str): raise CorpusError(f"{transcription_pkl}: transcript of {name!r} is not a string")
+        by_clip[_strip_video_extension(name)] = t
+    lacking = sum(c not in by_clip for c in clip_ids)
+    if lacking: warnings.warn(f"{transcription_pkl}: no transcript for {lacking} of {len(clip_ids)} clips; their text is empty", stacklevel=3)
+    return [by_clip.get(c, "") for c in clip_ids]
+
+# %% ../nbs/04_corpora.ipynb #f01c6a66
+def read_fiv2(annotation_pkl,  # annotation_{training,validation,test}.pkl: {trait: {"clip.mp4": score}}
+              split: str,  # "train", "dev" or "test" (aliases such as "training", "validation" accepted)
+              transcription_pkl=None,  # transcription_*.pkl: {"clip.mp4": text}; None leaves the text empty
+              media_root=None  # folder searched for each clip's video and audio; None leaves the paths empty
+             ) -> pd.DataFrame:  # a manifest, plus `interview` when the pickle has it
+    "An FIv2 manifest from the official annotation (and transcription) pickles."
+    split, source = normalize_split(split), str(annotation_pkl)
+    annotation = load_data_pickle(annotation_pkl)
+    key_of = _trait_keys(annotation, source)
     for key in [*key_of.values(), "interview"]:
         for clip, score in annotation.get(key, {}).items():
             if not isinstance(score, float): raise CorpusError(f"{source}: {key!r} score of {clip!r} is not a number: {score!r}")
@@ -510,15 +555,7 @@ def read_fiv2(annotation_pkl,  # annotation_{training,validation,test}.pkl: {tra
     labels = {t: [annotation[key_of[t]].get(n, np.nan) for n in names] for t in TRAITS}
     extra = {"interview": [annotation["interview"].get(n, np.nan) for n in names]} if isinstance(annotation.get("interview"), dict) else {}
     clip_ids = [_strip_video_extension(n) for n in names]
-    text = [""] * len(names)
-    if transcription_pkl is not None:
-        by_clip = {}
-        for name, t in load_data_pickle(transcription_pkl).items():
-            if not isinstance(t, str): raise CorpusError(f"{transcription_pkl}: transcript of {name!r} is not a string")
-            by_clip[_strip_video_extension(name)] = t
-        text = [by_clip.get(c, "") for c in clip_ids]
-        lacking = sum(c not in by_clip for c in clip_ids)
-        if lacking: warnings.warn(f"{transcription_pkl}: no transcript for {lacking} of {len(clip_ids)} clips; their text is empty", stacklevel=2)
+    text = [""] * len(names) if transcription_pkl is None else _fiv2_transcripts(transcription_pkl, clip_ids)
     manifest = _build_manifest(clip_ids, "fiv2", split, text, labels, extra)
     validate_manifest(manifest, source)
     return manifest if media_root is None else attach_media(manifest, media_root, source)
