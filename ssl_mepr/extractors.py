@@ -357,6 +357,52 @@ def _as_image(index: int, image) -> np.ndarray:
         raise ValueError(f"image {index}: shape {image.shape}, expected [H, W, 3] RGB")
     return image
 
+# %% ../nbs/09_extractors.ipynb #cf81e5d9
+def _open_clip_source(source,              # weights file, open_clip folder, pretrained tag, or hub id
+                      model_name: str,     # open_clip architecture (for a weights file or a tag)
+                      quick_gelu,          # the caller's choice (None: automatic); False is refused for TorchScript files
+                      allow_network: bool  # may a pretrained tag or hub model be downloaded?
+                     ) -> tuple:           # (open_clip model id, its keyword arguments, automatic QuickGELU, the source resolved)
+    "How open_clip loads `source`: a local folder, an OpenAI TorchScript file, a weights file, a pretrained tag, or a hub id."
+    import open_clip
+    path = Path(str(source)).expanduser()
+    tags = open_clip.list_pretrained_tags_by_model(model_name) if model_name in open_clip.list_models() else []
+    auto_quick = False
+    if path.is_dir():
+        if not (path / "open_clip_config.json").exists(): raise BackboneError(f"{source}: folder without open_clip_config.json")
+        model_id, kwargs, resolved = f"local-dir:{path.resolve()}", {}, str(path.resolve())
+    elif path.is_file() and _is_torchscript(path):
+        if quick_gelu is False: raise BackboneError(f"{source}: OpenAI TorchScript weights need QuickGELU (quick_gelu=False given)")
+        model_id, kwargs, auto_quick, resolved = "openai-torchscript", {}, True, str(path.resolve())
+    elif path.is_file():
+        if model_name not in open_clip.list_models(): raise BackboneError(f"{model_name}: not an open_clip model name")
+        model_id, kwargs, resolved = model_name, {"pretrained": str(path.resolve())}, str(path.resolve())
+    elif str(source) in tags:
+        if not allow_network:
+            raise BackboneError(f"{source}: open_clip pretrained tag of {model_name}, not found locally and network use is off "
+                                "(pass allow_network=True / --allow-network, or a local weights file)")
+        auto_quick = bool(open_clip.get_pretrained_cfg(model_name, str(source)).get("quick_gelu", False))
+        model_id, kwargs, resolved = model_name, {"pretrained": str(source)}, str(source)
+    else:
+        resolved = resolve_backbone(source, allow_network)  # raises: missing path, or hub id without network
+        model_id, kwargs = f"hf-hub:{resolved}", {}
+    return model_id, kwargs, auto_quick, resolved
+
+# %% ../nbs/09_extractors.ipynb #381eaa66
+def _load_openai_torchscript(path: str  # an OpenAI CLIP TorchScript file
+                            ) -> tuple:  # (the CLIP model in float32, its evaluation transform, a config describing it)
+    "OpenAI's CLIP release as an open_clip model."
+    import open_clip
+    from open_clip.model import build_model_from_openai_state_dict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; OpenAI's files are TorchScript
+        state = torch.jit.load(path, map_location="cpu").state_dict()
+    state.pop("attn_mask", None)  # a buffer of open_clip's own CLIP that only re-traced copies carry
+    model = build_model_from_openai_state_dict(dict(state), quick_gelu=True).float()
+    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})  # undo its float16 rounding
+    config = {"format": "OpenAI TorchScript", "embed_dim": int(model.visual.output_dim), "image_size": _jsonable(model.visual.image_size)}
+    return model, open_clip.image_transform(model.visual.image_size, is_train=False), config
+
 # %% ../nbs/09_extractors.ipynb #ce36459d
 class ImageEncoder:
     "CLIP image tower (open_clip): one unnormalised projected embedding per image, CLIPProcessor's preprocessing."
@@ -370,40 +416,10 @@ class ImageEncoder:
         import open_clip
         source = "openai" if source is None else source
         self.device = resolve_device(device); self.bf16 = _use_bf16(bf16, self.device)
-        path = Path(str(source)).expanduser()
-        tags = open_clip.list_pretrained_tags_by_model(model_name) if model_name in open_clip.list_models() else []
-        if path.is_dir():
-            if not (path / "open_clip_config.json").exists(): raise BackboneError(f"{source}: folder without open_clip_config.json")
-            model_id, kwargs, self.source = f"local-dir:{path.resolve()}", {}, str(path.resolve())
-        elif path.is_file() and _is_torchscript(path):
-            if quick_gelu is False: raise BackboneError(f"{source}: OpenAI TorchScript weights need QuickGELU (quick_gelu=False given)")
-            model_id, kwargs, auto_quick, self.source = "openai-torchscript", {}, True, str(path.resolve())
-        elif path.is_file():
-            if model_name not in open_clip.list_models(): raise BackboneError(f"{model_name}: not an open_clip model name")
-            model_id, kwargs, auto_quick, self.source = model_name, {"pretrained": str(path.resolve())}, False, str(path.resolve())
-        elif str(source) in tags:
-            if not allow_network:
-                raise BackboneError(f"{source}: open_clip pretrained tag of {model_name}, not found locally and network use is off "
-                                    "(pass allow_network=True / --allow-network, or a local weights file)")
-            auto_quick = bool(open_clip.get_pretrained_cfg(model_name, str(source)).get("quick_gelu", False))
-            model_id, kwargs, self.source = model_name, {"pretrained": str(source)}, str(source)
-        else:
-            self.source = resolve_backbone(source, allow_network)  # raises: missing path, or hub id without network
-            model_id, kwargs, auto_quick = f"hf-hub:{self.source}", {}, False
-        if model_id.startswith(("local-dir:", "hf-hub:")): auto_quick = False
+        model_id, kwargs, auto_quick, self.source = _open_clip_source(source, model_name, quick_gelu, allow_network)
         self.quick_gelu = auto_quick if quick_gelu is None else bool(quick_gelu)
         try:
-            if model_id == "openai-torchscript":  # OpenAI's release: open_clip rebuilds a plain CLIP from its state dict
-                from open_clip.model import build_model_from_openai_state_dict
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; OpenAI's files are TorchScript
-                    state = torch.jit.load(self.source, map_location="cpu").state_dict()
-                state.pop("attn_mask", None)  # a buffer of open_clip's own CLIP that only re-traced copies carry
-                model = build_model_from_openai_state_dict(dict(state), quick_gelu=True).float()
-                model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})  # undo its float16 rounding
-                self.preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
-                self.model_cfg = {"format": "OpenAI TorchScript", "embed_dim": int(model.visual.output_dim),
-                                  "image_size": _jsonable(model.visual.image_size)}
+            if model_id == "openai-torchscript": model, self.preprocess, self.model_cfg = _load_openai_torchscript(self.source)
             else:
                 model, _, self.preprocess = open_clip.create_model_and_transforms(model_id, force_quick_gelu=self.quick_gelu, **kwargs)
                 self.model_cfg = open_clip.get_model_config(model_id) or {}
