@@ -316,6 +316,29 @@ def significance_stars(p_adj: float) -> str:
     if not np.isfinite(p_adj): return ""
     return "***" if p_adj < 0.001 else "**" if p_adj < 0.01 else "*" if p_adj < 0.05 else ""
 
+# %% ../nbs/24_analysis.ipynb #717cab13
+def _heatmap_panel(ax,                  # the panel's axes
+                   part: pd.DataFrame,  # one group's rows, indexed by (emotion, trait)
+                   emotions: list,      # the rows, in order
+                   traits: list,        # the columns, in order
+                   limit: float,        # half the range of the colour scale
+                   group: str           # the group's name (the panel's title, with its n)
+                  ):                    # the panel's image, for the colour bar
+    "Draw one group's annotated emotion x trait heatmap of r."
+    r = part.r.unstack().reindex(index=emotions, columns=traits)
+    p = part.p_adj.unstack().reindex(index=emotions, columns=traits)
+    image = ax.imshow(r.to_numpy(float), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(emotions)):
+        for j in range(len(traits)):
+            v = r.iat[i, j]
+            if np.isfinite(v): ax.text(j, i, f"{v:.2f}{significance_stars(p.iat[i, j])}", ha="center", va="center",
+                                       fontsize=7, color="white" if abs(v) > 0.6 * limit else "black")
+    ax.set_xticks(range(len(traits)), traits, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(emotions)), emotions, fontsize=8)
+    n = part.n if "n" in part else pd.Series(dtype=float)
+    ax.set_title(f"{group}" + (f" (n={int(n.max())})" if len(n) else ""), fontsize=9)
+    return image
+
 # %% ../nbs/24_analysis.ipynb #04e19c92
 def plot_correlation_heatmap(corr_long: pd.DataFrame,  # the output of `emotion_trait_correlations`
                              path=None,  # file stem (.png and .svg are written); None: figures/emotion_trait_correlations
@@ -332,18 +355,7 @@ def plot_correlation_heatmap(corr_long: pd.DataFrame,  # the output of `emotion_
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
     for ax, g in zip(axes, groups):
         part = data[data.group == g].set_index(["emotion", "trait"])
-        r = part.r.unstack().reindex(index=emotions, columns=traits)
-        p = part.p_adj.unstack().reindex(index=emotions, columns=traits)
-        image = ax.imshow(r.to_numpy(float), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-        for i in range(len(emotions)):
-            for j in range(len(traits)):
-                v = r.iat[i, j]
-                if np.isfinite(v): ax.text(j, i, f"{v:.2f}{significance_stars(p.iat[i, j])}", ha="center", va="center",
-                                           fontsize=7, color="white" if abs(v) > 0.6 * limit else "black")
-        ax.set_xticks(range(len(traits)), traits, rotation=40, ha="right", fontsize=8)
-        ax.set_yticks(range(len(emotions)), emotions, fontsize=8)
-        n = part.n if "n" in part else pd.Series(dtype=float)
-        ax.set_title(f"{g}" + (f" (n={int(n.max())})" if len(n) else ""), fontsize=9)
+        image = _heatmap_panel(ax, part, emotions, traits, limit, g)
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="correlation")
     if title: fig.suptitle(title, fontsize=10)
     return save_figure(fig, figure_path(path, "emotion_trait_correlations"))

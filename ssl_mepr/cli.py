@@ -128,6 +128,38 @@ def run_report(run, figures=None, device: str = DEFAULT_DEVICE) -> str:
     return "\n".join(["executed: " + ", ".join(map(str, written)), f"tables and figures: {figures}",
                       f"next step: ssl-mepr predict VIDEO --run {run}"])
 
+# %% ../nbs/30_cli.ipynb #e79a05f2
+def _run_train(args) -> int:  # the parsed `train` command
+    "Train the stages up to `args.stage` (of one run or a family of seeds) and name the next step; exit code 0."
+    from ssl_mepr.stages import train_stages
+    from ssl_mepr.family import train_family, file_seeds
+    train = train_family if args.seeds or file_seeds(args.params) else train_stages
+    family = {"seeds": args.seeds} if train is train_family else {}
+    run = train(args.stage, args.params, run_name=args.run_name, runs_root=args.runs_root, demo_size=args.demo_size,
+                seed=args.seed, device=args.device, **family)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process speaks
+        if family and args.stage == 3: print(f"next step: papermill nbs/family.ipynb {run}/family.ipynb -p run_name {run.name} (intervals and paired tests), or ssl-mepr report {run}/seed-<s>")
+        else: print(f"next step: ssl-mepr report {run}" if args.stage == 3 else f"next step: ssl-mepr train --stage {args.stage + 1} ...")
+    return 0
+
+# %% ../nbs/30_cli.ipynb #66d91541
+def _run_import_released(args) -> int:  # the parsed `import-released` command
+    "Import the authors' checkpoints into a run folder, report it and name the next step; exit code 0."
+    from ssl_mepr.released import import_released, parse_modality_files
+    run = import_released(args.run, args.stage3, parse_modality_files(args.stage2), args.backbones, args.overwrite)
+    masked = json.loads((run / "imported.json").read_text())["masked"]
+    print(f"run folder: {run}" + (f" (masked, no checkpoint given: {', '.join(masked)})" if masked else ""))
+    print(f"next step: ssl-mepr predict VIDEO --run {run}, or ssl-mepr explore --run {run}"); return 0
+
+# %% ../nbs/30_cli.ipynb #24f6310c
+def _run_demo_corpus(args) -> int:  # the parsed `demo-corpus` command
+    "Write the demo corpus and print its summary (and linear probes with --probe); exit code 0."
+    from ssl_mepr.demo import make_demo_corpus, summarize_demo, probe_table
+    make_demo_corpus(args.root, seed=args.seed, size=args.size)
+    print(f"demo corpus ({args.size}, seed {args.seed}) in {args.root}\n{summarize_demo(args.root).to_string()}")
+    if args.probe: print(f"\nlinear probes on pooled features, test split (fractions):\n{probe_table(args.root).to_string()}")
+    return 0
+
 # %% ../nbs/30_cli.ipynb #29a231e3
 def _run(args) -> int:
     "Carry out one parsed command; its exit code."
@@ -138,33 +170,13 @@ def _run(args) -> int:
         from ssl_mepr.extraction import run_extract, extraction_report
         print(extraction_report(run_extract(args), args.store))
         print(f"next step: ssl-mepr train --params P.yaml (corpus: {Path(args.manifest).parent} in the file)"); return 0
-    if args.command == "train":
-        from ssl_mepr.stages import train_stages
-        from ssl_mepr.family import train_family, file_seeds
-        train = train_family if args.seeds or file_seeds(args.params) else train_stages
-        family = {"seeds": args.seeds} if train is train_family else {}
-        run = train(args.stage, args.params, run_name=args.run_name, runs_root=args.runs_root, demo_size=args.demo_size,
-                    seed=args.seed, device=args.device, **family)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, one process speaks
-            if family and args.stage == 3: print(f"next step: papermill nbs/family.ipynb {run}/family.ipynb -p run_name {run.name} (intervals and paired tests), or ssl-mepr report {run}/seed-<s>")
-            else: print(f"next step: ssl-mepr report {run}" if args.stage == 3 else f"next step: ssl-mepr train --stage {args.stage + 1} ...")
-        return 0
+    if args.command == "train": return _run_train(args)
     if args.command == "report": print(run_report(args.run, args.figures, args.device)); return 0
-    if args.command == "import-released":
-        from ssl_mepr.released import import_released, parse_modality_files
-        run = import_released(args.run, args.stage3, parse_modality_files(args.stage2), args.backbones, args.overwrite)
-        masked = json.loads((run / "imported.json").read_text())["masked"]
-        print(f"run folder: {run}" + (f" (masked, no checkpoint given: {', '.join(masked)})" if masked else ""))
-        print(f"next step: ssl-mepr predict VIDEO --run {run}, or ssl-mepr explore --run {run}"); return 0
+    if args.command == "import-released": return _run_import_released(args)
     if args.command == "explore":
         from ssl_mepr.app import serve_explorer
         return serve_explorer(args.run, args.port, args.device, args.open, args.stage3, args.preset)
-    if args.command == "demo-corpus":
-        from ssl_mepr.demo import make_demo_corpus, summarize_demo, probe_table
-        make_demo_corpus(args.root, seed=args.seed, size=args.size)
-        print(f"demo corpus ({args.size}, seed {args.seed}) in {args.root}\n{summarize_demo(args.root).to_string()}")
-        if args.probe: print(f"\nlinear probes on pooled features, test split (fractions):\n{probe_table(args.root).to_string()}")
-        return 0
+    if args.command == "demo-corpus": return _run_demo_corpus(args)
     from ssl_mepr.predict import run_predict
     return run_predict(args)
 
