@@ -306,6 +306,38 @@ class FusionOutput(Mapping):
     def __iter__(self): return iter(self._present())
     def __len__(self): return len(self._present())
 
+# %% ../nbs/13_fusion.ipynb #f63369bc
+@patch
+def _gather_inputs(self: FusionModel,
+                   features: Mapping,           # as in `forward`
+                   emotion_logits: Mapping,     # as in `forward`
+                   personality_scores: Mapping  # as in `forward`
+                  ) -> tuple:                   # (features, logits, scores) of the active modalities
+    "The active modalities' inputs, each of its configured width, all of one batch size."
+    c, active, like = self.config, self.active_modalities, self.emo_head.weight
+    x = _gather(features, "features", {m: c.input_dims[m] for m in active}, like)
+    l = _gather(emotion_logits, "emotion_logits", {m: c.num_emotions for m in active}, like)
+    s = _gather(personality_scores, "personality_scores", {m: c.num_traits for m in active}, like)
+    if len({t.shape[0] for d in (x, l, s) for t in d.values()}) > 1:
+        sizes = {what: {m: t.shape[0] for m, t in d.items()} for what, d in
+                 (("features", x), ("emotion_logits", l), ("personality_scores", s))}
+        raise ValueError(f"inputs disagree on the batch size: {sizes}")
+    return x, l, s
+
+# %% ../nbs/13_fusion.ipynb #1a015961
+@patch
+def _predict_heads(self: FusionModel,
+                   r_e: torch.Tensor,  # [B, D] the emotion representation
+                   r_p: torch.Tensor   # [B, D] the personality representation
+                  ) -> tuple:          # ([B, 7] emotion logits, [B, 5] trait scores)
+    "The emotion logits and trait scores of the task representations."
+    c = self.config
+    emo = self.emo_head(r_e)
+    if c.use_emotion_guide_bank: emo = (emo + self.guide_bank_emo(r_e)) / 2
+    per = torch.sigmoid(self.pkl_head(r_p))
+    if c.use_personality_guide_bank: per = (per + torch.sigmoid(self.guide_bank_pkl(r_p))) / 2
+    return emo, per
+
 # %% ../nbs/13_fusion.ipynb #e6af29d9
 @patch
 def forward(self: FusionModel,
@@ -317,13 +349,7 @@ def forward(self: FusionModel,
            ) -> FusionOutput:
     "Fuse the active modalities' stage-2 outputs into 7 emotion logits and 5 trait scores."
     c, active, like = self.config, self.active_modalities, self.emo_head.weight
-    x = _gather(features, "features", {m: c.input_dims[m] for m in active}, like)
-    l = _gather(emotion_logits, "emotion_logits", {m: c.num_emotions for m in active}, like)
-    s = _gather(personality_scores, "personality_scores", {m: c.num_traits for m in active}, like)
-    if len({t.shape[0] for d in (x, l, s) for t in d.values()}) > 1:
-        sizes = {what: {m: t.shape[0] for m, t in d.items()} for what, d in
-                 (("features", x), ("emotion_logits", l), ("personality_scores", s))}
-        raise ValueError(f"inputs disagree on the batch size: {sizes}")
+    x, l, s = self._gather_inputs(features, emotion_logits, personality_scores)
     mask, empty = _presence_mask(present, active, next(iter(x.values())).shape[0], like.device)
     if mask is not None:  # an absent modality's inputs are never read: zeros in their place (NaN * 0 would still be NaN)
         x, l, s = ({m: torch.where(mask[:, j, None], d[m], 0.0) for j, m in enumerate(active)} for d in (x, l, s))
@@ -340,10 +366,7 @@ def forward(self: FusionModel,
         r_e, r_p = (torch.where(empty[:, None], 0.0, r) for r in (r_e, r_p))
         if graph_att is not None: graph_att = graph_att * mask[:, :, None]
 
-    emo = self.emo_head(r_e)
-    if c.use_emotion_guide_bank: emo = (emo + self.guide_bank_emo(r_e)) / 2
-    per = torch.sigmoid(self.pkl_head(r_p))
-    if c.use_personality_guide_bank: per = (per + torch.sigmoid(self.guide_bank_pkl(r_p))) / 2
+    emo, per = self._predict_heads(r_e, r_p)
     if not return_attention: return FusionOutput(emo, per)
     cross = None if att_e is None else {"emotion": att_e, "personality": att_p}
     return FusionOutput(emo, per, graph_att, cross, active)
