@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['ENCODER_KINDS', 'check_lengths', 'padding_mask', 'masked_mean', 'pool', 'ReleasedMambaBlock', 'fused_selective_scan',
@@ -192,18 +193,20 @@ class Mamba(nn.Module):
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
         self.dt_proj.bias._no_reinit = True
 
-    def forward(self, x: Tensor,  # [B,T,d_model]
-                lengths: Tensor | None = None,  # [B] sequence lengths; padded steps are zeroed on entry
-               ) -> Tensor:  # [B,T,d_model]
-        T = x.shape[1]
-        if lengths is not None: x = x.masked_fill(padding_mask(lengths, T).unsqueeze(-1), 0.0)
-        u, z = self.in_proj(x).chunk(2, dim=-1)
-        u = F.silu(self.conv1d(u.transpose(1, 2))[..., :T].transpose(1, 2))  # causal: left padding only
-        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt))
-        A = -torch.exp(self.A_log.to(u.dtype))
-        y = selective_scan(u, delta, A, B, C, self.D.to(u.dtype), mode=self.scan, chunk_size=self.chunk_size)
-        return self.out_proj(y * F.silu(z))
+# %% ../nbs/11_encoders.ipynb #bc80815d
+@patch
+def forward(self: Mamba, x: Tensor,  # [B,T,d_model]
+            lengths: Tensor | None = None,  # [B] sequence lengths; padded steps are zeroed on entry
+           ) -> Tensor:  # [B,T,d_model]
+    T = x.shape[1]
+    if lengths is not None: x = x.masked_fill(padding_mask(lengths, T).unsqueeze(-1), 0.0)
+    u, z = self.in_proj(x).chunk(2, dim=-1)
+    u = F.silu(self.conv1d(u.transpose(1, 2))[..., :T].transpose(1, 2))  # causal: left padding only
+    dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+    delta = F.softplus(self.dt_proj(dt))
+    A = -torch.exp(self.A_log.to(u.dtype))
+    y = selective_scan(u, delta, A, B, C, self.D.to(u.dtype), mode=self.scan, chunk_size=self.chunk_size)
+    return self.out_proj(y * F.silu(z))
 
 # %% ../nbs/11_encoders.ipynb #8cb8c7aa
 class MambaLayer(nn.Module):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .devices import DEFAULT_DEVICE, resolve_device
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['PAPER_BACKBONES', 'BackboneError', 'resolve_backbone', 'files_sha256', 'state_dict_sha256', 'save_tiny_backbones',
@@ -259,28 +260,30 @@ class AudioEncoder:
         lengths = self.model._get_feat_extract_output_lengths(torch.as_tensor(np.atleast_1d(n_samples)))
         return np.asarray(lengths, dtype=np.int64)
 
-    def __call__(self, waveforms: list,  # float mono waveforms [n_samples], at `sample_rate`
-                 sample_rate: int = 16000  # must equal the feature extractor's rate (no resampling here)
-                ) -> list:  # one float32 [T_i, dim] array per waveform
-        if isinstance(waveforms, np.ndarray): raise ValueError("waveforms: pass a list of 1-D arrays, not one array")
-        if sample_rate != self.feature_extractor.sampling_rate:
-            raise ValueError(f"sample_rate {sample_rate}: this model expects {self.feature_extractor.sampling_rate} Hz (resample first)")
-        clips = [_check_waveform(i, w) for i, w in enumerate(waveforms)]
-        for i, clip in enumerate(clips):
-            if len(clip) < self.min_samples:
-                raise ValueError(f"waveform {i}: {len(clip)} samples, shorter than the {self.min_samples} the convolution stack needs")
-        outputs = [None] * len(clips)
-        with torch.inference_mode():
-            for batch in _batches([len(c) for c in clips], self.batch_size):
-                inputs = self.feature_extractor([clips[i] for i in batch], sampling_rate=sample_rate, padding=True,
-                                                return_attention_mask=self.batchable, return_tensors="pt")
-                inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                with _autocast(self.device, self.bf16):
-                    states = self.model(**inputs).last_hidden_state
-                states = states.float().cpu().numpy()
-                for row, i, n in zip(states, batch, self.output_lengths([len(clips[i]) for i in batch])):
-                    outputs[i] = np.ascontiguousarray(row[:n])
-        return outputs
+# %% ../nbs/09_extractors.ipynb #48d750bf
+@patch
+def __call__(self: AudioEncoder, waveforms: list,  # float mono waveforms [n_samples], at `sample_rate`
+             sample_rate: int = 16000  # must equal the feature extractor's rate (no resampling here)
+            ) -> list:  # one float32 [T_i, dim] array per waveform
+    if isinstance(waveforms, np.ndarray): raise ValueError("waveforms: pass a list of 1-D arrays, not one array")
+    if sample_rate != self.feature_extractor.sampling_rate:
+        raise ValueError(f"sample_rate {sample_rate}: this model expects {self.feature_extractor.sampling_rate} Hz (resample first)")
+    clips = [_check_waveform(i, w) for i, w in enumerate(waveforms)]
+    for i, clip in enumerate(clips):
+        if len(clip) < self.min_samples:
+            raise ValueError(f"waveform {i}: {len(clip)} samples, shorter than the {self.min_samples} the convolution stack needs")
+    outputs = [None] * len(clips)
+    with torch.inference_mode():
+        for batch in _batches([len(c) for c in clips], self.batch_size):
+            inputs = self.feature_extractor([clips[i] for i in batch], sampling_rate=sample_rate, padding=True,
+                                            return_attention_mask=self.batchable, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            with _autocast(self.device, self.bf16):
+                states = self.model(**inputs).last_hidden_state
+            states = states.float().cpu().numpy()
+            for row, i, n in zip(states, batch, self.output_lengths([len(clips[i]) for i in batch])):
+                outputs[i] = np.ascontiguousarray(row[:n])
+    return outputs
 
 # %% ../nbs/09_extractors.ipynb #cd24a824
 def _transformer_folder(folder: Path) -> Path:
@@ -326,22 +329,24 @@ class TextEncoder:
                 "max_tokens": self.max_tokens, "hidden_size": self.dim,
                 "precision": "bf16-autocast" if self.bf16 else "float32"}
 
-    def __call__(self, texts: list  # strings ("" allowed: gives the [CLS][SEP] states)
-                ) -> list:  # one float32 [n_tokens_i, dim] array per text
-        if isinstance(texts, str): raise ValueError("texts: pass a list of strings, not one string")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str): raise ValueError(f"text {i}: {type(text).__name__}, expected a string (use '' for no transcript)")
-        outputs = [None] * len(texts)
-        with torch.inference_mode():
-            for batch in _batches([len(t) for t in texts], self.batch_size):
-                inputs = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                                        max_length=self.max_tokens, return_tensors="pt")
-                inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                with _autocast(self.device, self.bf16):
-                    states = self.model(**inputs).last_hidden_state
-                states, keep = states.float().cpu().numpy(), inputs["attention_mask"].bool().cpu().numpy()
-                for row, mask, i in zip(states, keep, batch): outputs[i] = np.ascontiguousarray(row[mask])
-        return outputs
+# %% ../nbs/09_extractors.ipynb #a2a0869c
+@patch
+def __call__(self: TextEncoder, texts: list  # strings ("" allowed: gives the [CLS][SEP] states)
+            ) -> list:  # one float32 [n_tokens_i, dim] array per text
+    if isinstance(texts, str): raise ValueError("texts: pass a list of strings, not one string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str): raise ValueError(f"text {i}: {type(text).__name__}, expected a string (use '' for no transcript)")
+    outputs = [None] * len(texts)
+    with torch.inference_mode():
+        for batch in _batches([len(t) for t in texts], self.batch_size):
+            inputs = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                                    max_length=self.max_tokens, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            with _autocast(self.device, self.bf16):
+                states = self.model(**inputs).last_hidden_state
+            states, keep = states.float().cpu().numpy(), inputs["attention_mask"].bool().cpu().numpy()
+            for row, mask, i in zip(states, keep, batch): outputs[i] = np.ascontiguousarray(row[mask])
+    return outputs
 
 # %% ../nbs/09_extractors.ipynb #9f7e8361
 def _is_torchscript(path: Path) -> bool:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['FINGERPRINT_BYTES', 'config_key', 'writer_tag', 'process_running', 'temporary_abandoned',
@@ -219,34 +220,40 @@ class SequenceSet:
         "The i-th clip's sequence [T_i, D]."
         return self.values[self.offsets[i]:self.offsets[i + 1]]
 
-    def select(self, clip_ids) -> "SequenceSet":
-        "The sequences of `clip_ids`, in that order (KeyError naming the first missing clip)."
-        pos = {c: i for i, c in enumerate(self.clip_ids)}
-        missing = [c for c in clip_ids if c not in pos]
-        if missing: raise KeyError(f"{len(missing)} clips have no stored features, e.g. {missing[0]!r}")
-        idx = [pos[c] for c in clip_ids]
-        seqs = [self.sequence(i) for i in idx]
-        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-        values = np.concatenate(seqs, 0) if seqs else self.values[:0]
-        return SequenceSet(list(clip_ids), values, np.concatenate([[0], np.cumsum(lengths)]))
+# %% ../nbs/02_features.ipynb #90e74c57
+@patch
+def select(self: SequenceSet, clip_ids) -> "SequenceSet":
+    "The sequences of `clip_ids`, in that order (KeyError naming the first missing clip)."
+    pos = {c: i for i, c in enumerate(self.clip_ids)}
+    missing = [c for c in clip_ids if c not in pos]
+    if missing: raise KeyError(f"{len(missing)} clips have no stored features, e.g. {missing[0]!r}")
+    idx = [pos[c] for c in clip_ids]
+    seqs = [self.sequence(i) for i in idx]
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    values = np.concatenate(seqs, 0) if seqs else self.values[:0]
+    return SequenceSet(list(clip_ids), values, np.concatenate([[0], np.cumsum(lengths)]))
 
-    def padded(self, max_len: int | None = None  # crop longer sequences to this many steps (keeps the first ones)
-              ) -> tuple[torch.Tensor, torch.Tensor]:  # x [N, T, D] float32 zero-padded, lengths [N] int64
-        "Zero-padded tensor and lengths, as every encoder takes them."
-        lengths = self.lengths if max_len is None else np.minimum(self.lengths, max_len)
-        T = int(lengths.max()) if len(lengths) else 0
-        x = np.zeros((len(self), T, self.dim), dtype=np.float32)
-        rows = np.repeat(np.arange(len(self)), lengths)
-        cols = np.arange(lengths.sum()) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        src = np.repeat(self.offsets[:-1], lengths) + cols
-        x[rows, cols] = self.values[src]
-        return torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64))
+# %% ../nbs/02_features.ipynb #8beed68f
+@patch
+def padded(self: SequenceSet, max_len: int | None = None  # crop longer sequences to this many steps (keeps the first ones)
+          ) -> tuple[torch.Tensor, torch.Tensor]:  # x [N, T, D] float32 zero-padded, lengths [N] int64
+    "Zero-padded tensor and lengths, as every encoder takes them."
+    lengths = self.lengths if max_len is None else np.minimum(self.lengths, max_len)
+    T = int(lengths.max()) if len(lengths) else 0
+    x = np.zeros((len(self), T, self.dim), dtype=np.float32)
+    rows = np.repeat(np.arange(len(self)), lengths)
+    cols = np.arange(lengths.sum()) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    src = np.repeat(self.offsets[:-1], lengths) + cols
+    x[rows, cols] = self.values[src]
+    return torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64))
 
-    def pooled(self) -> np.ndarray:  # [N, D]
-        "Per-clip mean over time (zeros for a clip of length 0)."
-        cumulative = np.vstack([np.zeros((1, self.dim)), np.cumsum(self.values, 0, dtype=np.float64)])
-        sums = cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
-        return sums / np.maximum(self.lengths, 1)[:, None]
+# %% ../nbs/02_features.ipynb #7a366f3f
+@patch
+def pooled(self: SequenceSet) -> np.ndarray:  # [N, D]
+    "Per-clip mean over time (zeros for a clip of length 0)."
+    cumulative = np.vstack([np.zeros((1, self.dim)), np.cumsum(self.values, 0, dtype=np.float64)])
+    sums = cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
+    return sums / np.maximum(self.lengths, 1)[:, None]
 
 # %% ../nbs/02_features.ipynb #ff80d3ba
 class GarbledShardError(ValueError):

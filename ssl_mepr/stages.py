@@ -23,6 +23,7 @@ from .fusion import FusionModel, FusionConfig, RELEASED_INPUT_DIMS
 from .training import TensorData, TrainConfig, fit, load_best, FitResult, ProcessContext, process_context
 from .run import PAIRINGS, TRAIN_CLIPS, STAGE1_SWITCHES, RunSpec, stage2_from_run
 from .run import RunParameterError, read_params, check_run_params, open_run
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'COUNT_COLUMNS', 'label_tensors', 'split_rows', 'NoFeaturesError', 'sequence_split',
@@ -270,19 +271,21 @@ class Stage3Task:
         scores = prediction_metrics(predictions["emotion_logits"], predictions["personality_scores"], data)
         return {**scores, **(coverage_counts(data) if "present" in data.tensors else {})}
 
-    def sync(self, ctx: ProcessContext):
-        "Keep GradNorm's wallets identical on every rank (the mean of the ranks' updates)."
-        if not ctx.distributed or self.gradnorm is None: return
-        keys = sorted(self.gradnorm.weights)
-        for table in (self.gradnorm.weights, self.gradnorm.baselines):
-            value = torch.tensor([float(table.get(k, 0.0)) for k in keys], dtype=torch.float64)
-            count = torch.tensor([float(k in table) for k in keys], dtype=torch.float64)
-            dist.all_reduce(value); dist.all_reduce(count)
-            table.update({k: float(v / c) for k, v, c in zip(keys, value, count) if c > 0})
-
     def state_dict(self): return {} if self.gradnorm is None else {"gradnorm": self.gradnorm.state_dict()}
     def load_state_dict(self, state):
         if self.gradnorm is not None and "gradnorm" in state: self.gradnorm.load_state_dict(state["gradnorm"])
+
+# %% ../nbs/21_stages.ipynb #0f94612c
+@patch
+def sync(self: Stage3Task, ctx: ProcessContext):
+    "Keep GradNorm's wallets identical on every rank (the mean of the ranks' updates)."
+    if not ctx.distributed or self.gradnorm is None: return
+    keys = sorted(self.gradnorm.weights)
+    for table in (self.gradnorm.weights, self.gradnorm.baselines):
+        value = torch.tensor([float(table.get(k, 0.0)) for k in keys], dtype=torch.float64)
+        count = torch.tensor([float(k in table) for k in keys], dtype=torch.float64)
+        dist.all_reduce(value); dist.all_reduce(count)
+        table.update({k: float(v / c) for k, v, c in zip(keys, value, count) if c > 0})
 
 # %% ../nbs/21_stages.ipynb #f8079a69
 def run_stage1(run_dir, features_root, manifest: pd.DataFrame,
