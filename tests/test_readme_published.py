@@ -72,7 +72,10 @@ def test_the_readme_published_models_commands_run(tiny_predict_run, tmp_path):
     if extras: stand_in["settings"] = readme_json["settings"]
     script = block.replace(heredoc(block, "published/backbones.json"), json.dumps(stand_in, indent=1))
     script = "\n".join(l for l in script.splitlines() if not l.startswith("pip install"))  # installed already
-    script = script.replace("ssl-mepr explore ", "timeout --preserve-status -s INT 45 ssl-mepr explore ")  # Ctrl-C after 45 s
+    explore = next(l for l in script.splitlines() if l.startswith("ssl-mepr explore "))
+    script = script.replace(explore, f"{explore} > explore.log 2>&1 &\n"   # served until it prints its address, then stopped
+                            "for i in $(seq 240); do grep -q 'is at' explore.log && break; sleep 0.5; done\n"
+                            "kill -TERM $!; wait $!; cat explore.log")
     write_portrait_clip(tmp_path / "my clip.mp4", seconds=2.0)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
