@@ -255,10 +255,12 @@ class AudioEncoder:
                                   "return_attention_mask": bool(fe.return_attention_mask)},
                 "precision": "bf16-autocast" if self.bf16 else "float32"}
 
-    def output_lengths(self, n_samples) -> np.ndarray:
-        "Frames the model gives for clips of `n_samples` samples."
-        lengths = self.model._get_feat_extract_output_lengths(torch.as_tensor(np.atleast_1d(n_samples)))
-        return np.asarray(lengths, dtype=np.int64)
+# %% ../nbs/09_extractors.ipynb #2fe22170
+@patch
+def output_lengths(self: AudioEncoder, n_samples) -> np.ndarray:
+    "Frames the model gives for clips of `n_samples` samples."
+    lengths = self.model._get_feat_extract_output_lengths(torch.as_tensor(np.atleast_1d(n_samples)))
+    return np.asarray(lengths, dtype=np.int64)
 
 # %% ../nbs/09_extractors.ipynb #48d750bf
 @patch
@@ -443,22 +445,26 @@ class ImageEncoder:
                 "weights_sha256": _weights_digest(self.source, self.model), "preprocessing": _jsonable(pre),
                 "precision": "bf16-autocast" if self.bf16 else "float32"}
 
-    def preprocess_images(self, images) -> torch.Tensor:
-        "open_clip's evaluation transform of each image, stacked: [N, 3, S, S]."
-        from PIL import Image
-        return torch.stack([self.preprocess(Image.fromarray(_as_image(i, im))) for i, im in enumerate(images)])
+# %% ../nbs/09_extractors.ipynb #913f6373
+@patch
+def preprocess_images(self: ImageEncoder, images) -> torch.Tensor:
+    "open_clip's evaluation transform of each image, stacked: [N, 3, S, S]."
+    from PIL import Image
+    return torch.stack([self.preprocess(Image.fromarray(_as_image(i, im))) for i, im in enumerate(images)])
 
-    def __call__(self, images  # list of [H, W, 3] uint8 RGB arrays (any sizes), or one [N, H, W, 3] array
-                ) -> np.ndarray:  # [N, dim] float32
-        images = list(images)
-        outputs = [np.zeros((0, self.dim), np.float32)]
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                pixels = self.preprocess_images(images[start:start + self.batch_size]).to(self.device)
-                with _autocast(self.device, self.bf16):
-                    embeddings = self.model.encode_image(pixels, normalize=False)
-                outputs.append(embeddings.float().cpu().numpy())
-        return np.concatenate(outputs)
+# %% ../nbs/09_extractors.ipynb #3858688d
+@patch
+def __call__(self: ImageEncoder, images  # list of [H, W, 3] uint8 RGB arrays (any sizes), or one [N, H, W, 3] array
+            ) -> np.ndarray:  # [N, dim] float32
+    images = list(images)
+    outputs = [np.zeros((0, self.dim), np.float32)]
+    with torch.inference_mode():
+        for start in range(0, len(images), self.batch_size):
+            pixels = self.preprocess_images(images[start:start + self.batch_size]).to(self.device)
+            with _autocast(self.device, self.bf16):
+                embeddings = self.model.encode_image(pixels, normalize=False)
+            outputs.append(embeddings.float().cpu().numpy())
+    return np.concatenate(outputs)
 
 # %% ../nbs/09_extractors.ipynb #f1ea7393
 def _transform_description(transform) -> list:
@@ -496,15 +502,17 @@ class SpeechRecognizer:
         return {"kind": "asr", "model_class": type(self.pipeline.model).__name__, "return_timestamps": True,
                 "weights_sha256": _weights_digest(self.source, self.pipeline.model)}
 
-    def __call__(self, waveform: np.ndarray,  # float mono waveform
-                 sample_rate: int = 16000  # its sample rate
-                ) -> str:  # the concatenated chunk texts, stripped
-        waveform = _check_waveform(0, waveform)
-        if sample_rate != self.sampling_rate: raise ValueError(f"sample_rate {sample_rate}: this model expects {self.sampling_rate} Hz")
-        with _quiet_transformers():  # transformers' Whisper generate warns about its own legacy settings on every call
-            result = self.pipeline({"raw": waveform, "sampling_rate": sample_rate}, return_timestamps=True)
-        chunks = result.get("chunks") or [{"text": result.get("text", "")}]
-        return "".join(chunk["text"] for chunk in chunks).strip()
+# %% ../nbs/09_extractors.ipynb #52b31a4f
+@patch
+def __call__(self: SpeechRecognizer, waveform: np.ndarray,  # float mono waveform
+             sample_rate: int = 16000  # its sample rate
+            ) -> str:  # the concatenated chunk texts, stripped
+    waveform = _check_waveform(0, waveform)
+    if sample_rate != self.sampling_rate: raise ValueError(f"sample_rate {sample_rate}: this model expects {self.sampling_rate} Hz")
+    with _quiet_transformers():  # transformers' Whisper generate warns about its own legacy settings on every call
+        result = self.pipeline({"raw": waveform, "sampling_rate": sample_rate}, return_timestamps=True)
+    chunks = result.get("chunks") or [{"text": result.get("text", "")}]
+    return "".join(chunk["text"] for chunk in chunks).strip()
 
 # %% ../nbs/09_extractors.ipynb #3e938f52
 PAPER_BACKBONES = {

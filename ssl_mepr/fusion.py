@@ -136,14 +136,6 @@ class GraphAttentionFusion(nn.Module):
         self.leaky_relu = nn.LeakyReLU(negative_slope)
         self.dropout = nn.Dropout(dropout)
 
-    def _scores(self, h):  # [B, N, D] -> [B, N, N] e[b,i,j]
-        "Released: LeakyReLU(a1.h_i + a2.h_j). GATv2: a.LeakyReLU(P1 h_i + P2 h_j), with P = [P1 P2] the pair map."
-        D = h.shape[-1]
-        if self.scoring == "released":
-            return self.leaky_relu(h @ self.a[:D] + (h @ self.a[D:]).transpose(1, 2))
-        left, right = h @ self.pair.weight[:, :D].T, h @ self.pair.weight[:, D:].T  # [B, N, D] each
-        return (self.leaky_relu(left[:, :, None, :] + right[:, None, :, :]) @ self.a)[..., 0]
-
     def forward(self, z,  # [B, N, D] modality tokens
                 present=None  # [B, N] bool: False leaves that node out of every other node's neighbourhood (None: all in)
                ):        # -> ([B, N, D] mixed tokens, [B, N, N] attention before dropout)
@@ -152,6 +144,16 @@ class GraphAttentionFusion(nn.Module):
         if present is not None: scores = scores.masked_fill(~present[:, None, :], float("-inf"))
         attention = scores.softmax(dim=-1)
         return self.dropout(attention) @ h, attention
+
+# %% ../nbs/13_fusion.ipynb #39343679
+@patch
+def _scores(self: GraphAttentionFusion, h):  # [B, N, D] -> [B, N, N] e[b,i,j]
+    "Released: LeakyReLU(a1.h_i + a2.h_j). GATv2: a.LeakyReLU(P1 h_i + P2 h_j), with P = [P1 P2] the pair map."
+    D = h.shape[-1]
+    if self.scoring == "released":
+        return self.leaky_relu(h @ self.a[:D] + (h @ self.a[D:]).transpose(1, 2))
+    left, right = h @ self.pair.weight[:, :D].T, h @ self.pair.weight[:, D:].T  # [B, N, D] each
+    return (self.leaky_relu(left[:, :, None, :] + right[:, None, :, :]) @ self.a)[..., 0]
 
 # %% ../nbs/13_fusion.ipynb #a6b88f32
 def collapsed_rows(graph_attention: torch.Tensor,  # [B, N, N] graph-attention weights

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .labels import N_EMOTIONS, N_TRAITS
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['EMOTION_LOSSES', 'PERSONALITY_LOSSES', 'SUPERVISED_TERMS', 'PSEUDO_LABEL_TERMS', 'valid_rows', 'labelled',
@@ -116,24 +117,26 @@ class UnimodalLoss:
         self.weight_emotion, self.weight_personality = weight_emotion, weight_personality
         self.emotion, self.class_weights, self.personality = emotion, class_weights, personality
 
-    def __call__(self,
-                 emotion_logits: torch.Tensor | None = None,      # [B, 7]
-                 personality_scores: torch.Tensor | None = None,  # [B, 5]
-                 emotion_targets: torch.Tensor | None = None,     # [B, 7], all-NaN rows skipped
-                 personality_targets: torch.Tensor | None = None  # [B, 5], all-NaN rows skipped
-                ) -> dict[str, torch.Tensor]:  # "emotion" / "personality" (the present terms, unweighted) and "total"
-        "The present terms and their weighted sum (a zero that requires grad when none is present)."
-        terms = {}
-        if (emotion_logits is None) != (emotion_targets is None): raise ValueError("give emotion_logits and emotion_targets together")
-        if (personality_scores is None) != (personality_targets is None): raise ValueError("give personality_scores and personality_targets together")
-        if emotion_logits is not None:
-            terms["emotion"] = emotion_loss(emotion_logits, emotion_targets, self.emotion, self.class_weights)
-        if personality_scores is not None:
-            terms["personality"] = personality_loss(personality_scores, personality_targets, self.personality, ccc_reduction="sum")
-        terms = {k: v for k, v in terms.items() if v is not None}
-        weight = {"emotion": self.weight_emotion, "personality": self.weight_personality}
-        total = sum(weight[k] * v for k, v in terms.items()) if terms else torch.zeros((), requires_grad=True)
-        return {**terms, "total": total}
+# %% ../nbs/14_losses.ipynb #541ce58a
+@patch
+def __call__(self: UnimodalLoss,
+             emotion_logits: torch.Tensor | None = None,      # [B, 7]
+             personality_scores: torch.Tensor | None = None,  # [B, 5]
+             emotion_targets: torch.Tensor | None = None,     # [B, 7], all-NaN rows skipped
+             personality_targets: torch.Tensor | None = None  # [B, 5], all-NaN rows skipped
+            ) -> dict[str, torch.Tensor]:  # "emotion" / "personality" (the present terms, unweighted) and "total"
+    "The present terms and their weighted sum (a zero that requires grad when none is present)."
+    terms = {}
+    if (emotion_logits is None) != (emotion_targets is None): raise ValueError("give emotion_logits and emotion_targets together")
+    if (personality_scores is None) != (personality_targets is None): raise ValueError("give personality_scores and personality_targets together")
+    if emotion_logits is not None:
+        terms["emotion"] = emotion_loss(emotion_logits, emotion_targets, self.emotion, self.class_weights)
+    if personality_scores is not None:
+        terms["personality"] = personality_loss(personality_scores, personality_targets, self.personality, ccc_reduction="sum")
+    terms = {k: v for k, v in terms.items() if v is not None}
+    weight = {"emotion": self.weight_emotion, "personality": self.weight_personality}
+    total = sum(weight[k] * v for k, v in terms.items()) if terms else torch.zeros((), requires_grad=True)
+    return {**terms, "total": total}
 
 # %% ../nbs/14_losses.ipynb #dc274ba6
 def confident_emotion_rows(probs: torch.Tensor,  # [N, 7] emotion probabilities

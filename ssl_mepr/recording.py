@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['probe_attention_recording', 'attention_redispatch', 'LinearRecorder', 'linear_plan', 'RowRecorder', 'reaches',
@@ -120,17 +121,19 @@ class LinearRecorder:
         if not mode.complete: self.broken.add(module)
         for h, z, w, b, transposed in mode.calls: self._add(module, h, z, w, b, transposed)
 
-    def pop(self) -> dict:  # module -> [(input, output, weight, bias, transposed)] of the usable records
-        "The usable records since the last call, and a fresh start."
-        calls, broken = self.calls, self.broken
-        self.calls, self.broken, self._seen = {}, set(), set()
-        return {m: [c[:5] for c in cs] for m, cs in calls.items()
-                if m not in broken and all(h._version == hv and z._version == zv for h, z, _, _, _, hv, zv in cs)}
-
     def remove(self):
         "Remove the hooks."
         for handle in self.handles: handle.remove()
         self.handles, self.calls, self.broken, self._seen = [], {}, set(), set()
+
+# %% ../nbs/16_recording.ipynb #168df86d
+@patch
+def pop(self: LinearRecorder) -> dict:  # module -> [(input, output, weight, bias, transposed)] of the usable records
+    "The usable records since the last call, and a fresh start."
+    calls, broken = self.calls, self.broken
+    self.calls, self.broken, self._seen = {}, set(), set()
+    return {m: [c[:5] for c in cs] for m, cs in calls.items()
+            if m not in broken and all(h._version == hv and z._version == zv for h, z, _, _, _, hv, zv in cs)}
 
 # %% ../nbs/16_recording.ipynb #4dc6249b
 def _param_rows(t: torch.Tensor | None,  # a weight or bias used by a recorded call
@@ -215,23 +218,25 @@ class RowRecorder:
     def _root_hook(self, module, args, output):
         if torch.is_grad_enabled(): self.outputs.append((_tensors(output), [t._version for t in _tensors(output)]))
 
-    def pop(self):  # (output tensors, module -> [(input, outputs, input nodes, tensor args)]), or None when they do not fit
-        "The records since the last call, and a fresh start; None unless there was exactly one usable forward."
-        outputs, calls = self.outputs, self.calls
-        self.outputs, self.calls = [], {}
-        if len(outputs) != 1 or not outputs[0][0]: return None
-        def intact(ts, vs): return all(t._version == v for t, v in zip(ts, vs))
-        if not intact(*outputs[0]): return None
-        out = {}
-        for m, cs in calls.items():
-            if not all(intact(([x] if x is not None else []) + o, v) for x, o, v, _, _ in cs): return None
-            out[m] = [(x, o, stops, a) for x, o, _, stops, a in cs]
-        return outputs[0][0], out
-
     def remove(self):
         "Remove the hooks."
         for handle in self.handles: handle.remove()
         self.handles, self.outputs, self.calls = [], [], {}
+
+# %% ../nbs/16_recording.ipynb #e1671f4c
+@patch
+def pop(self: RowRecorder):  # (output tensors, module -> [(input, outputs, input nodes, tensor args)]), or None when they do not fit
+    "The records since the last call, and a fresh start; None unless there was exactly one usable forward."
+    outputs, calls = self.outputs, self.calls
+    self.outputs, self.calls = [], {}
+    if len(outputs) != 1 or not outputs[0][0]: return None
+    def intact(ts, vs): return all(t._version == v for t, v in zip(ts, vs))
+    if not intact(*outputs[0]): return None
+    out = {}
+    for m, cs in calls.items():
+        if not all(intact(([x] if x is not None else []) + o, v) for x, o, v, _, _ in cs): return None
+        out[m] = [(x, o, stops, a) for x, o, _, stops, a in cs]
+    return outputs[0][0], out
 
 # %% ../nbs/16_recording.ipynb #8d3498e2
 def reaches(outputs: list,  # tensors to walk back from

@@ -149,14 +149,6 @@ class Stage2Task:
         self.pairing, self.partner, self.loss_fn = pairing, personality_train, loss or UnimodalLoss()
         self.generator = torch.Generator().manual_seed(seed); self.order, self.cursor = torch.empty(0, dtype=torch.long), 0
 
-    def partner_batch(self, n: int) -> dict:
-        "The next n FIv2 training clips in this task's own cycled, shuffled order."
-        idx = []
-        while len(idx) < n:
-            if self.cursor >= len(self.order): self.order, self.cursor = torch.randperm(len(self.partner), generator=self.generator), 0
-            take = self.order[self.cursor:self.cursor + n - len(idx)]; idx += take.tolist(); self.cursor += len(take)
-        return self.partner.take(torch.tensor(idx))  # a CPU index selects rows of a tensor on any device
-
     def loss(self, model, batch):
         if self.pairing == "same_clip":
             out = model(batch["x"], batch["lengths"])
@@ -178,6 +170,16 @@ class Stage2Task:
     def state_dict(self): return {"generator": self.generator.get_state(), "order": self.order, "cursor": self.cursor}
     def load_state_dict(self, state):
         self.generator.set_state(state["generator"]); self.order, self.cursor = state["order"], int(state["cursor"])
+
+# %% ../nbs/21_stages.ipynb #5abfbce5
+@patch
+def partner_batch(self: Stage2Task, n: int) -> dict:
+    "The next n FIv2 training clips in this task's own cycled, shuffled order."
+    idx = []
+    while len(idx) < n:
+        if self.cursor >= len(self.order): self.order, self.cursor = torch.randperm(len(self.partner), generator=self.generator), 0
+        take = self.order[self.cursor:self.cursor + n - len(idx)]; idx += take.tolist(); self.cursor += len(take)
+    return self.partner.take(torch.tensor(idx))  # a CPU index selects rows of a tensor on any device
 
 # %% ../nbs/21_stages.ipynb #501ae4b3
 def save_stage3_inputs(path, clip_ids, outputs: dict) -> Path:
@@ -249,18 +251,6 @@ class Stage3Task:
         self.loss_fn = loss or MultiTaskLoss()
         self.gradnorm = TwoWalletGradNorm() if gradnorm == "released" else gradnorm
 
-    def loss(self, model, batch):
-        if self.gradnorm is not None and getattr(self, "_watched", None) is not model:
-            self.gradnorm.watch(model); self._watched = model  # record linear layers (Gram-matrix norms) from the first forward on
-        out = model(batch["features"], batch["emotion_logits"], batch["personality_scores"], present=batch.get("present"))
-        terms = self.loss_fn(out.emotion_logits, out.personality_scores, batch["emotion"], batch["personality"])
-        logs = {k: v.item() for k, v in terms.items()}
-        if self.gradnorm is None:
-            total = sum(terms.values()); return total, {**logs, "loss": total.item()}
-        with full_precision(out.emotion_logits.device):  # GradNorm's gradient arithmetic in the parameters' dtype, under bf16 too
-            total = self.gradnorm.step(terms, model, set_grads=True)
-        return None, {**logs, "loss": float(total), **{f"w/{k}": v for k, v in self.gradnorm.weights.items()}}
-
     def predict(self, model, data):
         def forward(b):
             out = model(b["features"], b["emotion_logits"], b["personality_scores"], present=b.get("present"))
@@ -274,6 +264,20 @@ class Stage3Task:
     def state_dict(self): return {} if self.gradnorm is None else {"gradnorm": self.gradnorm.state_dict()}
     def load_state_dict(self, state):
         if self.gradnorm is not None and "gradnorm" in state: self.gradnorm.load_state_dict(state["gradnorm"])
+
+# %% ../nbs/21_stages.ipynb #0ef655e3
+@patch
+def loss(self: Stage3Task, model, batch):
+    if self.gradnorm is not None and getattr(self, "_watched", None) is not model:
+        self.gradnorm.watch(model); self._watched = model  # record linear layers (Gram-matrix norms) from the first forward on
+    out = model(batch["features"], batch["emotion_logits"], batch["personality_scores"], present=batch.get("present"))
+    terms = self.loss_fn(out.emotion_logits, out.personality_scores, batch["emotion"], batch["personality"])
+    logs = {k: v.item() for k, v in terms.items()}
+    if self.gradnorm is None:
+        total = sum(terms.values()); return total, {**logs, "loss": total.item()}
+    with full_precision(out.emotion_logits.device):  # GradNorm's gradient arithmetic in the parameters' dtype, under bf16 too
+        total = self.gradnorm.step(terms, model, set_grads=True)
+    return None, {**logs, "loss": float(total), **{f"w/{k}": v for k, v in self.gradnorm.weights.items()}}
 
 # %% ../nbs/21_stages.ipynb #0f94612c
 @patch

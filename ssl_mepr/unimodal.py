@@ -317,11 +317,13 @@ class CrossDomainModel(CrossDomainBase):
 
     def stage1_models(self): return self.emo_model, self.per_model
 
-    def cross_attend(self, e, q, len_e, len_p):
-        "Emotion attends to personality (L layers), then personality to the updated emotion stream."
-        for layer in self.emotion_to_personality_attn: e = e + layer(e, q, q, key_lengths=len_p)
-        for layer in self.personality_to_emotion_attn: q = q + layer(q, e, e, key_lengths=len_e)
-        return e, q
+# %% ../nbs/12_unimodal.ipynb #dd762211
+@patch
+def cross_attend(self: CrossDomainModel, e, q, len_e, len_p):
+    "Emotion attends to personality (L layers), then personality to the updated emotion stream."
+    for layer in self.emotion_to_personality_attn: e = e + layer(e, q, q, key_lengths=len_p)
+    for layer in self.personality_to_emotion_attn: q = q + layer(q, e, e, key_lengths=len_e)
+    return e, q
 
 # %% ../nbs/12_unimodal.ipynb #53a4e139
 class AudioCrossDomainModel(CrossDomainBase):
@@ -354,14 +356,16 @@ class AudioCrossDomainModel(CrossDomainBase):
 
     def stage1_models(self): return self.emo_enc, self.per_enc
 
-    def cross_attend(self, e, q, len_e, len_p):
-        "One plain attention per direction, emotion first; key-padding masks only when `use_padding_mask`."
-        T, masked = e.shape[1], self.use_padding_mask
-        e = e + self.mha_e2p(e, q, q, key_padding_mask=attention_padding_mask(len_p, T) if masked else None,
-                             need_weights=False)[0]
-        q = q + self.mha_p2e(q, e, e, key_padding_mask=attention_padding_mask(len_e, T) if masked else None,
-                             need_weights=False)[0]
-        return e, q
+# %% ../nbs/12_unimodal.ipynb #d0e8fafb
+@patch
+def cross_attend(self: AudioCrossDomainModel, e, q, len_e, len_p):
+    "One plain attention per direction, emotion first; key-padding masks only when `use_padding_mask`."
+    T, masked = e.shape[1], self.use_padding_mask
+    e = e + self.mha_e2p(e, q, q, key_padding_mask=attention_padding_mask(len_p, T) if masked else None,
+                         need_weights=False)[0]
+    q = q + self.mha_p2e(q, e, e, key_padding_mask=attention_padding_mask(len_e, T) if masked else None,
+                         need_weights=False)[0]
+    return e, q
 
 # %% ../nbs/12_unimodal.ipynb #adf7428b
 PAPER_INPUT_DIMS = {"body": 512, "face": 512, "scene": 512, "audio": 1024, "text": 384}
