@@ -30,6 +30,7 @@ class CheckpointError(RuntimeError):
 # %% ../nbs/19_checkpoints.ipynb #b950c2f7
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # a torch.save zip archive; a pickle stream (protocol >= 2)
 
+# %% ../nbs/19_checkpoints.ipynb #988ff98e
 def _torch_load(path: Path  # a torch.save file
                ):           # whatever the file holds (tensors and containers only)
     "torch.load with weights_only=True; a refused or unreadable file raises CheckpointError naming it."
@@ -180,6 +181,7 @@ def infer_fusion_config(state_dict: Mapping,  # a stage-3 state dict (authors' k
 STAGE1_KEYS = {"emotion": ("emo_proj", "emotion_encoder", "emotion_fc_out"),
                "personality": ("per_proj", "personality_encoder", "personality_fc_out")}
 
+# %% ../nbs/19_checkpoints.ipynb #a82ce26e
 def _encoder_sizes(state_dict: Mapping,  # a state dict
                    prefix: str           # the encoder's key prefix, ending in "."
                   ) -> dict:             # build_stage1 arguments: num_layers, family, d_inner, ...
@@ -222,6 +224,7 @@ def infer_stage1_sizes(state_dict: Mapping,  # a stage-1 state dict, or a stage-
 STAGE1_PREFIXES = {"audio": ("emo_enc.", "per_enc."), "video_text": ("emo_model.", "per_model.")}
 AUDIO_CONFIG_KEYS = {"hidden_dim": "hidden_dim", "tr_heads": "num_heads", "dropout": "dropout"}  # authors' -> ours
 
+# %% ../nbs/19_checkpoints.ipynb #3540ec95
 def infer_stage2_sizes(state_dict: Mapping,  # a stage-2 state dict (authors' key names)
                        modality: str,        # "body", "face", "scene", "audio" or "text"
                        config: Mapping | None = None  # the audio file's stored config, if any

@@ -106,6 +106,7 @@ def command_parser() -> argparse.ArgumentParser:
 # %% ../nbs/30_cli.ipynb #7a301736
 REPORT_NOTEBOOKS = ("tables", "correlations")
 
+# %% ../nbs/30_cli.ipynb #f9cee69d
 def run_report(run, figures=None, device: str = DEFAULT_DEVICE) -> str:
     "Execute the tables and correlations notebooks for a run; what to print."
     import papermill

@@ -160,6 +160,7 @@ def _build_manifest(clip_ids, corpus: str, split, text, labels: dict, extra: dic
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg")
 
+# %% ../nbs/04_corpora.ipynb #26faa27c
 def find_media(media_root  # folder searched recursively for video and audio files
               ) -> dict:  # {"video": {stem: path}, "audio": {stem: path}}
     "Index every video and audio file under `media_root` by file stem; one stem twice for one kind is an error."

@@ -17,6 +17,7 @@ DEFAULT_DEVICE = "auto"  # the default of every command, notebook and function t
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 _DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
+# %% ../nbs/01_devices.ipynb #20dd486a
 def resolve_device(device: str | torch.device | None = DEFAULT_DEVICE  # a name (DEVICE_CHOICES) or a torch.device; None: auto
                   ) -> torch.device:
     "The torch device a name asks for, checked against what this machine has (ValueError naming the problem)."

@@ -354,6 +354,7 @@ class PreNormEncoder(nn.Module):
 # %% ../nbs/11_encoders.ipynb #d5abfb86
 ENCODER_KINDS = ("released_mamba", "mamba", "authors_transformer", "preln_transformer")
 
+# %% ../nbs/11_encoders.ipynb #794b15e8
 def build_encoder(kind: str,  # one of ENCODER_KINDS
                   d_model: int,  # width of the sequence (input = output)
                   num_layers: int,  # number of layers

@@ -382,6 +382,7 @@ def forget_clips(directory,  # a folder from `store_dir`
             atomic_write_text(path, table[~table.clip_id.isin(gone)].to_csv(index=False))
     return removed
 
+# %% ../nbs/02_features.ipynb #1e21f02b
 FINGERPRINT_BYTES = 4096  # a media file is fingerprinted by its size and this many bytes at each end (a copy keeps it; an edit changes it)
 
 # %% ../nbs/02_features.ipynb #45af91c2

@@ -66,6 +66,7 @@ class RehearsalCorpora:
     faults: dict = field(default_factory=dict)  # fault name -> clip id (or video id) it was planted in
     clips: dict = field(default_factory=dict)  # (corpus, split) -> the clip ids every official split must keep
 
+# %% ../nbs/08_rehearsal.ipynb #e1feb480
 MOSEI_VIDEOS = {  # video id -> (split, [(segment number, start, end, labelled?, transcript)])
     "-3g5yACwYnA": ("train", [(1, 0.0, 1.0, True, "well I think it went fine"), (2, 1.2, 2.0, False, "um"),
                               (3, 2.5, 3.5, True, "and then it was great")]),

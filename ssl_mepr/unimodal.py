@@ -454,6 +454,7 @@ def build_stage2(modality: str,                # "body", "face", "scene", "audio
 # %% ../nbs/12_unimodal.ipynb #8a8b6989
 STAGE3_KEYS = ("features", "emotion_logits", "personality_scores")
 
+# %% ../nbs/12_unimodal.ipynb #6eb0d076
 @torch.no_grad()
 def stage3_inputs(model: CrossDomainBase,  # a trained stage-2 model
                   x: torch.Tensor,         # [N, T, D] padded clips
