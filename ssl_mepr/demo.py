@@ -176,6 +176,22 @@ def _split_names(rng, n: int) -> np.ndarray:
     counts[0] = n - sum(counts[1:])
     return rng.permutation(np.repeat(list(DEMO_SPLIT_FRACTIONS), counts))
 
+# %% ../nbs/06_demo.ipynb #cd6d1ce8
+def _demo_row(rng: np.random.Generator,  # draws the transcript
+              corpus: str,               # "mosei" or "fiv2": which labels the clip carries
+              clip_id: str,              # the clip's id
+              split: str,                # its split
+              intensities: np.ndarray,   # [6] its latent emotion intensities
+              traits: np.ndarray,        # [5] its latent traits
+              n_words: int               # its transcript's length
+             ) -> dict:                  # its manifest row
+    "The manifest row of one demo clip."
+    soft = soft_emotion_targets(intensities[None])[0]
+    return {"clip_id": clip_id, "corpus": corpus, "split": split, "video_path": None,
+            "audio_path": None, "text": demo_transcript(rng, intensities, n_words),
+            **{e: (soft[j] if corpus == "mosei" else np.nan) for j, e in enumerate(EMOTIONS)},
+            **{t: (traits[j] if corpus == "fiv2" else np.nan) for j, t in enumerate(TRAITS)}}
+
 # %% ../nbs/06_demo.ipynb #03728a7c
 def generate_demo(seed: int = 42,  # the one seed everything is drawn from
                   size: str = "demo"  # "demo" (1,600 MOSEI-like + 800 FIv2-like clips) or "tiny"
@@ -197,11 +213,7 @@ def generate_demo(seed: int = 42,  # the one seed everything is drawn from
             for m in MODALITIES:
                 seqs[m].append(clip_sequence(rng, m, corpus, intens[i], z_traits[i], int(lengths[m][i]),
                                              emo_dirs[m], trait_dirs[m], shift[corpus, m]))
-            soft = soft_emotion_targets(intens[i:i + 1])[0]
-            rows.append({"clip_id": clip_id, "corpus": corpus, "split": splits[i], "video_path": None,
-                         "audio_path": None, "text": demo_transcript(rng, intens[i], int(lengths["text"][i])),
-                         **{e: (soft[j] if corpus == "mosei" else np.nan) for j, e in enumerate(EMOTIONS)},
-                         **{t: (traits[i, j] if corpus == "fiv2" else np.nan) for j, t in enumerate(TRAITS)}})
+            rows.append(_demo_row(rng, corpus, clip_id, splits[i], intens[i], traits[i], int(lengths["text"][i])))
         latents_e.append(intens); latents_t.append(traits)
     manifest = pd.DataFrame(rows)
     truth = DemoTruth(manifest.clip_id.to_numpy(), manifest.corpus.to_numpy(), np.concatenate(latents_e),
