@@ -183,15 +183,17 @@ class Mamba(nn.Module):
         self.A_log._no_weight_decay = self.D._no_weight_decay = True  # mamba_ssm's marker for optimiser groups
         self._init_dt(dt_min, dt_max, dt_init_floor)
 
-    @torch.no_grad()
-    def _init_dt(self, dt_min, dt_max, dt_init_floor):
-        "mamba_ssm's step-size initialisation: softplus(dt_proj.bias) log-uniform in [dt_min, dt_max]."
-        std = self.dt_rank ** -0.5
-        nn.init.uniform_(self.dt_proj.weight, -std, std)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
-        self.dt_proj.bias._no_reinit = True
+# %% ../nbs/11_encoders.ipynb #f0951622
+@patch
+@torch.no_grad()
+def _init_dt(self: Mamba, dt_min, dt_max, dt_init_floor):
+    "mamba_ssm's step-size initialisation: softplus(dt_proj.bias) log-uniform in [dt_min, dt_max]."
+    std = self.dt_rank ** -0.5
+    nn.init.uniform_(self.dt_proj.weight, -std, std)
+    dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_init_floor)
+    self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+    self.dt_proj.bias._no_reinit = True
 
 # %% ../nbs/11_encoders.ipynb #bc80815d
 @patch

@@ -109,22 +109,26 @@ class LinearRecorder:
             self.broken.add(module); return
         self._add(module, args[0], output, module.weight, module.bias)
 
-    def _enter(self, module, args):
-        if not torch.is_grad_enabled(): return
-        self._modes[module] = mode = _LinearCalls(self.redispatch)
-        mode.__enter__()
-
-    def _leave(self, module, args, output):
-        mode = self._modes.pop(module, None)
-        if mode is None: return
-        mode.__exit__(None, None, None)
-        if not mode.complete: self.broken.add(module)
-        for h, z, w, b, transposed in mode.calls: self._add(module, h, z, w, b, transposed)
-
     def remove(self):
         "Remove the hooks."
         for handle in self.handles: handle.remove()
         self.handles, self.calls, self.broken, self._seen = [], {}, set(), set()
+
+# %% ../nbs/16_recording.ipynb #13317ce5
+@patch
+def _enter(self: LinearRecorder, module, args):
+    if not torch.is_grad_enabled(): return
+    self._modes[module] = mode = _LinearCalls(self.redispatch)
+    mode.__enter__()
+
+# %% ../nbs/16_recording.ipynb #c69492d6
+@patch
+def _leave(self: LinearRecorder, module, args, output):
+    mode = self._modes.pop(module, None)
+    if mode is None: return
+    mode.__exit__(None, None, None)
+    if not mode.complete: self.broken.add(module)
+    for h, z, w, b, transposed in mode.calls: self._add(module, h, z, w, b, transposed)
 
 # %% ../nbs/16_recording.ipynb #168df86d
 @patch
