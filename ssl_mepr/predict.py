@@ -28,25 +28,25 @@ from .devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 
 # %% auto #0
 __all__ = ['PRESETS', 'USER_ERRORS', 'PredictSwitches', 'PredictionModels', 'fusion_for', 'check_run_backbones', 'load_run',
-           'stage2_outputs', 'scores_as_logits', 'attention_entry', 'frames_entry', 'predict_video',
+           'stage2_outputs', 'scores_as_logits', 'attention_entry', 'frames_entry', 'applied_switches', 'predict_video',
            'format_prediction', 'read_transcript', 'add_predict_arguments', 'switches_from_args', 'check_output_file',
            'run_predict']
 
 # %% ../nbs/23_predict.ipynb #9f7faf8f
 @dataclass(frozen=True)
 class PredictSwitches:
-    "What predict does where the authors' app and the kit differ (see the table above)."
-    app_crops: bool = False  # the app's face-and-body rule: every face a step, bodies or the whole frame standing in
-    distinct_frames: bool = False  # a clip of at most n_frames frames gives each frame once
+    "What predict does where the authors' app and the kit differ (see the table above); None: as the run's features were made."
+    app_crops: bool | None = None  # the app's face-and-body rule: every face a step, bodies or the whole frame standing in
+    distinct_frames: bool | None = None  # a clip of at most n_frames frames gives each frame once
     scores_as_logits: bool = False  # a modality's trait scores all in [0, 1] enter stage 3 as logits
-    n_frames: int | None = None  # frames sampled per clip; None: the run's backbones file's (30 by default)
+    n_frames: int | None = None  # frames sampled per clip
 
     def settings(self, run_settings: ExtractionSettings) -> ExtractionSettings:
-        "The run's extraction settings with these switches laid over them."
-        frames = {} if self.n_frames is None else {"n_frames": self.n_frames}
-        return dataclasses.replace(run_settings, app_crops=self.app_crops, distinct_frames=self.distinct_frames, **frames).validate()
+        "The run's extraction settings (its backbones file's) with the switches that are set laid over them."
+        given = {"app_crops": self.app_crops, "distinct_frames": self.distinct_frames, "n_frames": self.n_frames}
+        return dataclasses.replace(run_settings, **{k: v for k, v in given.items() if v is not None}).validate()
 
-PRESETS = {"kit": PredictSwitches(),  # the kit's corrected defaults
+PRESETS = {"kit": PredictSwitches(),  # the kit's defaults: the run's own extraction settings, scores as they are
            "app": PredictSwitches(app_crops=True, distinct_frames=True, scores_as_logits=True, n_frames=30)}  # the authors' app
 
 
@@ -179,6 +179,13 @@ def frames_entry(found  # the ClipExtraction of one clip
             **{f"with_{m}": found.frame_indices[found.kept_frames[m]].tolist() for m in found.kept_frames},
             "boxes": {m: [box(b) for b in boxes] for m, boxes in found.boxes.items()}}
 
+# %% ../nbs/23_predict.ipynb #9ed86642
+def applied_switches(models: PredictionModels) -> dict:
+    "The switches a prediction ran with, as values (the run's settings where the preset leaves one unset)."
+    s = models.settings
+    return {"app_crops": s.app_crops, "distinct_frames": s.distinct_frames, "scores_as_logits": models.switches.scores_as_logits, "n_frames": s.n_frames}
+
+
 # %% ../nbs/23_predict.ipynb #82de5244
 def predict_video(models: PredictionModels,  # from `load_run`
                   video_path,  # the video file
@@ -213,7 +220,7 @@ def predict_video(models: PredictionModels,  # from `load_run`
                                  "reason": None if m in fusion.active_modalities else found.problems.get(m, "not in this run")}
                              for m in MODALITIES},
               "attention": attention_entry(out), "transcript": found.transcript, "frames": frames_entry(found),
-              "switches": dataclasses.asdict(models.switches)}
+              "switches": applied_switches(models)}
     if attributions:
         t = time.perf_counter()
         cast = {kind: {m: v.detach().clone().float() for m, v in d.items()} for kind, d in batch.items()}
