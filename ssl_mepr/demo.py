@@ -18,8 +18,9 @@ __all__ = ['DEMO_SIZES', 'DEMO_SPLIT_FRACTIONS', 'DEMO_DIMS', 'DEMO_VERSION', 'E
            'EMOTION_TRAIT_COUPLING', 'EMOTION_RATES', 'VALENCE_SIGN', 'TRAIT_SPREAD', 'SIGNAL_SCALE', 'TRAIT_SIGNAL',
            'NUISANCE_SCALE', 'NOISE_SCALE', 'DOMAIN_SHIFT_SCALE', 'sample_emotions', 'sample_traits', 'unit_directions',
            'sequence_lengths', 'clip_sequence', 'DemoTruth', 'demo_transcript', 'generate_demo', 'demo_feature_config',
-           'make_demo_corpus', 'save_truth', 'load_truth', 'demo_manifest', 'demo_sequences', 'summarize_demo',
-           'pooled_demo_features', 'linear_probe', 'corpus_probe', 'probe_table', 'cli_make_demo_corpus']
+           'make_demo_corpus', 'save_truth', 'load_truth', 'demo_manifest', 'demo_sequences', 'is_demo_corpus',
+           'summarize_demo', 'pooled_demo_features', 'linear_probe', 'corpus_probe', 'probe_table',
+           'cli_make_demo_corpus']
 
 # %% ../nbs/06_demo.ipynb #9282fd78
 DEMO_SIZES = {"demo": {"mosei": 1600, "fiv2": 800}, "tiny": {"mosei": 240, "fiv2": 180}}
@@ -283,6 +284,13 @@ def demo_sequences(root, corpus: str, split: str, modality: str):
     spec = json.loads((Path(root) / "demo.json").read_text())
     d = store_dir(Path(root) / "features", corpus, split, modality, demo_feature_config(modality, spec["seed"], spec["size"]))
     return read_sequences(d)
+
+# %% ../nbs/06_demo.ipynb #4722efd2
+def is_demo_corpus(corpus  # a run's `corpus` parameter: "demo" or a corpus folder
+                  ) -> bool:
+    "Whether a run's corpus is the synthetic demo: `demo`, or a folder `make_demo_corpus` completed (it holds `demo.json`)."
+    return str(corpus) == "demo" or (Path(corpus) / "demo.json").exists()
+
 
 # %% ../nbs/06_demo.ipynb #f7959335
 def summarize_demo(root) -> pd.DataFrame:
