@@ -148,7 +148,7 @@ def read_run_params(run_dir  # a run folder
                    ) -> dict:  # its complete parameters
     "A run's parameters from its `params.json`, completed with RUN_DEFAULTS."
     path = Path(run_dir) / "params.json"
-    if not path.exists(): raise FileNotFoundError(f"{path}: no run parameters (is {run_dir} a run folder made by the stage notebooks or ssl-mepr-stage?)")
+    if not path.exists(): raise FileNotFoundError(f"{path}: no run parameters (is {run_dir} a run folder made by the stage notebooks or `ssl-mepr train`?)")
     return run_params(json.loads(path.read_text()))
 
 # %% ../nbs/20_run.ipynb #40a4c7c9
