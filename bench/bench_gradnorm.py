@@ -19,10 +19,15 @@ stretch in which a shared machine is busy slows them all rather than one. Prints
 
 Every other kind uses the default (per-tensor) Adam, as the authors' code does.
 
+`--phases` instead splits the stage-3 step into its parts, each timed inside the step: the forward (and, beside it, the
+same model's forward without GradNorm's recording hooks, its graph dropped), the loss terms, the GradNorm step and its phases (the
+engine's helpers in `ssl_mepr.gradients`, wrapped with a timer for the run), the optimiser step.
+
     python bench/bench_gradnorm.py [--steps 30] [--batch 32] [--device cpu] [--threads N] [--model mlp|fusion]
-                                   [--kinds plain,reference,two_pass] [--terms 3|4] [--rounds 4]
+                                   [--kinds plain,reference,two_pass] [--terms 3|4] [--rounds 4] [--phases]
 """
 import argparse
+import functools
 import statistics
 import time
 
@@ -104,6 +109,67 @@ def time_side_by_side(kinds: list, args) -> dict:
     return times
 
 
+PHASES = {  # the helpers of `ssl_mepr.gradients` that one two-pass GradNorm step calls, in order
+    "linear_plan": "which recorded linear calls cover which parameters",
+    "_output_passes": "each term's gradient at the outputs; the passes",
+    "_sort_parameters": "how each parameter's per-term gradients are read",
+    "_pass_gradients": "the row-split backward passes (autograd)",
+    "_layer_norm_clip_gradients": "LayerNorm per-clip gradients",
+    "_module_gradients": "modules with parameters of their own",
+    "_two_pass_norms": "per-term norms (Gram products)",
+    "update_weights": "the two wallets' update",
+    "_total_gradient_pieces": "the weighted total's gradient",
+    "_add_gradient_rows": "into p.grad",
+}
+
+
+def timed(table: dict, name: str, f):
+    "`f`, adding each call's seconds to `table[name]`."
+    @functools.wraps(f)
+    def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        try: return f(*a, **k)
+        finally: table[name] = table.get(name, 0.0) + time.perf_counter() - t0
+    return wrapper
+
+
+def phases(args) -> dict:
+    "Median ms of each part of the stage-3 step over the timed steps (the engine's helpers wrapped with a timer)."
+    import ssl_mepr.gradients as engine
+    from ssl_mepr.training import TrainConfig, make_optimizer
+    torch.manual_seed(0)
+    model, forward = build(args)
+    torch.manual_seed(0)
+    twin, twin_forward = build(args)   # the same model without recording hooks
+    opt = make_optimizer(model.parameters(), TrainConfig())
+    criterion = MultiTaskLoss(tau_emotion=0.0 if args.terms == 4 else 1.0, tau_personality=0.5)
+    gn = TwoWalletGradNorm().watch(model, independent_rows=True)
+    step_parts, saved = {}, {}
+    for name in PHASES:
+        owner = TwoWalletGradNorm if name == "update_weights" else engine
+        saved[name] = (owner, getattr(owner, name))
+        setattr(owner, name, timed(step_parts, name, saved[name][1]))
+    batches, rows = make_batches(args, torch.Generator().manual_seed(0)), []
+    try:
+        for i in range(args.warmup + args.steps):
+            x, emo_t, per_t = batches[i % len(batches)]
+            step_parts.clear()
+            t = [time.perf_counter()]
+            twin_forward(x)   # its graph is dropped at once
+            t.append(time.perf_counter()); opt.zero_grad(); out = forward(x)
+            t.append(time.perf_counter()); losses = criterion(*out, emo_t, per_t)
+            t.append(time.perf_counter()); gn.step(losses, model, set_grads=True)
+            t.append(time.perf_counter()); opt.step(); t.append(time.perf_counter())
+            assert gn.last_path == "two_pass", gn.last_path
+            if i >= args.warmup:
+                rows.append({"forward without recording hooks": t[1] - t[0], "forward": t[2] - t[1], "loss terms": t[3] - t[2],
+                             "GradNorm step": t[4] - t[3], "optimizer (fused Adam)": t[5] - t[4], "step": t[5] - t[1],
+                             **{f"  {k}": v for k, v in step_parts.items()}})
+    finally:
+        for name, (owner, f) in saved.items(): setattr(owner, name, f)
+    return {k: 1e3 * statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=30, help="timed steps per implementation")
@@ -117,8 +183,17 @@ def main():
     p.add_argument("--rounds", type=int, default=4, help="the timed steps of every kind are spread over this many alternating rounds")
     p.add_argument("--terms", type=int, choices=(3, 4), default=4, help="loss terms per batch: 4, or 3 without emo_ssl")
     p.add_argument("--kinds", default="plain,reference,batched,watched,two_pass,stage3", help="comma-separated subset to time")
+    p.add_argument("--phases", action="store_true", help="time the parts of the stage-3 step instead (--model fusion)")
     args = p.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
+    if args.phases:
+        if args.model != "fusion": p.error("--phases times the stage-3 step: use it with --model fusion")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, the stage-3 step's parts, {args.terms} loss terms, "
+              f"median ms of {args.steps} steps after {args.warmup}")
+        for name, ms in phases(args).items():
+            what = PHASES.get(name.strip(), "")
+            print(f"{name:<34} {ms:8.2f}   {what}")
+        return
     n_params = sum(q.numel() for q in build(args)[0].parameters())
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, {args.model} with "
           f"{n_params:,} parameters, batch {args.batch}, {args.terms} loss terms, median of {args.steps} steps in {args.rounds} alternating rounds")
