@@ -52,8 +52,8 @@ family: $(INSTALLED)
 
 ## Ablations over the family's seeds: stages 1-2 of params/family.yaml's family (resumable; read back after `make family`), then
 ## nbs/ablations.ipynb on it once per group, each variant trained in every seed's run and tested in pairs against the full model
-## (executed notebooks in runs/family/; tables and forest plots in figures/ablations_family_<group>.*, of which the modalities
-## group's is committed: each group takes about an hour on a 2-core machine). GROUPS="modalities" runs one group.
+## (executed notebooks in runs/family/; tables and forest plots in figures/ablations_family_<group>.*, all three committed:
+## 20 to 80 minutes a group on a 2-core machine). GROUPS="modalities" runs one group.
 GROUPS ?= modalities components switches
 ablations-family: $(INSTALLED)
 	$(BIN)/ssl-mepr train --params params/family.yaml --stage 2
