@@ -46,9 +46,9 @@ def test_the_stage3_step_split_into_its_parts():
     times = milliseconds(report)
     assert set(PHASES) <= set(times), report
     # with two timed steps a median is a mean, so the disjoint phases add up to no more than the GradNorm step
-    assert sum(times[k] for k in PHASES) <= times["GradNorm step"] + 1e-2, report
+    assert sum(times[k] for k in PHASES) <= times["GradNorm step"] + 0.1, report   # 0.1: the printed values are rounded
     parts = ("forward", "loss terms", "GradNorm step", "optimizer (fused Adam)")
-    assert sum(times[k] for k in parts) <= times["step"] + 1e-2, report
+    assert sum(times[k] for k in parts) <= times["step"] + 0.1, report
 
 
 def test_phases_need_the_fusion_model():
