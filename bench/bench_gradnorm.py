@@ -21,7 +21,11 @@ Every other kind uses the default (per-tensor) Adam, as the authors' code does.
 
 `--phases` instead splits the stage-3 step into its parts, each timed inside the step: the forward (and, beside it, the
 same model's forward without GradNorm's recording hooks, its graph dropped), the loss terms, the GradNorm step and its phases (the
-engine's helpers in `ssl_mepr.gradients`, wrapped with a timer for the run), the optimiser step.
+engine's helpers in `ssl_mepr.gradients`, wrapped with a timer for the run), the optimiser step. Each timed step is
+repeated with its matrix products clocked one by one (a dispatch mode; that repeat's other times are not used), and a
+step of the released scheme is timed in turn with them. From these it prints the floor of any exact two-pass step (the
+forward without hooks, the loss, the two passes, the Gram and weight-gradient products, the optimiser), the ceiling
+(the reference's step over that floor) and how many ms a step 2x the reference may spend on everything else.
 
     python bench/bench_gradnorm.py [--steps 30] [--batch 32] [--device cpu] [--threads N] [--model mlp|fusion]
                                    [--kinds plain,reference,two_pass] [--terms 3|4] [--rounds 4] [--phases]
@@ -32,6 +36,7 @@ import statistics
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ssl_mepr.gradients import TwoWalletGradNorm
 from ssl_mepr.gradnorm import ReferenceTwoWalletGradNorm, TwoHeadMLP, mixed_batch
@@ -123,51 +128,107 @@ PHASES = {  # the helpers of `ssl_mepr.gradients` that one two-pass GradNorm ste
 }
 
 
-def timed(table: dict, name: str, f):
-    "`f`, adding each call's seconds to `table[name]`."
+def timed(table: dict, name: str, f, inside: list | None = None):
+    "`f`, adding each call's seconds to `table[name]`; while it runs, `name` is last in `inside` (the phase being run)."
     @functools.wraps(f)
     def wrapper(*a, **k):
+        if inside is not None: inside.append(name)
         t0 = time.perf_counter()
         try: return f(*a, **k)
-        finally: table[name] = table.get(name, 0.0) + time.perf_counter() - t0
+        finally:
+            table[name] = table.get(name, 0.0) + time.perf_counter() - t0
+            if inside is not None: inside.pop()
     return wrapper
 
 
+MATRIX_PRODUCTS = ("mm", "bmm", "addmm", "baddbmm", "addmm_", "baddbmm_", "matmul")  # aten operations that multiply matrices
+
+
+class ProductClock(TorchDispatchMode):
+    "Adds the seconds of every matrix product dispatched while active to `table[phase]`, the phase being `inside[-1]`."
+    def __init__(self, table: dict, inside: list):
+        super().__init__()
+        self.table, self.inside = table, inside
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ not in MATRIX_PRODUCTS: return func(*args, **(kwargs or {}))
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        phase = self.inside[-1] if self.inside else "elsewhere"
+        self.table[phase] = self.table.get(phase, 0.0) + time.perf_counter() - t0
+        return out
+
+
 def phases(args) -> dict:
-    "Median ms of each part of the stage-3 step over the timed steps (the engine's helpers wrapped with a timer)."
+    "Median ms of each part of the stage-3 step, of the matrix products in its GradNorm phases, and of the released scheme's step."
     import ssl_mepr.gradients as engine
     from ssl_mepr.training import TrainConfig, make_optimizer
     torch.manual_seed(0)
     model, forward = build(args)
     torch.manual_seed(0)
     twin, twin_forward = build(args)   # the same model without recording hooks
+    reference = stepper("reference", args)   # the released scheme, timed in turn with the stage-3 step
     opt = make_optimizer(model.parameters(), TrainConfig())
     criterion = MultiTaskLoss(tau_emotion=0.0 if args.terms == 4 else 1.0, tau_personality=0.5)
     gn = TwoWalletGradNorm().watch(model, independent_rows=True)
-    step_parts, saved = {}, {}
+    step_parts, products, inside, saved = {}, {}, [], {}
     for name in PHASES:
         owner = TwoWalletGradNorm if name == "update_weights" else engine
         saved[name] = (owner, getattr(owner, name))
-        setattr(owner, name, timed(step_parts, name, saved[name][1]))
+        setattr(owner, name, timed(step_parts, name, saved[name][1], inside))
     batches, rows = make_batches(args, torch.Generator().manual_seed(0)), []
+    def stage3_step(i: int, clock: ProductClock | None = None) -> list:   # the step's clock readings
+        x, emo_t, per_t = batches[i % len(batches)]
+        step_parts.clear()
+        t = [time.perf_counter()]
+        twin_forward(x)   # its graph is dropped at once
+        t.append(time.perf_counter()); opt.zero_grad(); out = forward(x)
+        t.append(time.perf_counter()); losses = criterion(*out, emo_t, per_t)
+        t.append(time.perf_counter())
+        if clock is None: gn.step(losses, model, set_grads=True)
+        else:
+            with clock: gn.step(losses, model, set_grads=True)
+        t.append(time.perf_counter()); opt.step(); t.append(time.perf_counter())
+        assert gn.last_path == "two_pass", gn.last_path
+        return t
     try:
         for i in range(args.warmup + args.steps):
-            x, emo_t, per_t = batches[i % len(batches)]
-            step_parts.clear()
-            t = [time.perf_counter()]
-            twin_forward(x)   # its graph is dropped at once
-            t.append(time.perf_counter()); opt.zero_grad(); out = forward(x)
-            t.append(time.perf_counter()); losses = criterion(*out, emo_t, per_t)
-            t.append(time.perf_counter()); gn.step(losses, model, set_grads=True)
-            t.append(time.perf_counter()); opt.step(); t.append(time.perf_counter())
-            assert gn.last_path == "two_pass", gn.last_path
+            ref = reference()
+            t = stage3_step(i)
+            parts = dict(step_parts)
+            products.clear()
+            stage3_step(i, ProductClock(products, inside))   # again, its matrix products clocked (which slows the rest)
             if i >= args.warmup:
                 rows.append({"forward without recording hooks": t[1] - t[0], "forward": t[2] - t[1], "loss terms": t[3] - t[2],
                              "GradNorm step": t[4] - t[3], "optimizer (fused Adam)": t[5] - t[4], "step": t[5] - t[1],
-                             **{f"  {k}": v for k, v in step_parts.items()}})
+                             **{f"  {k}": v for k, v in parts.items()},
+                             **{f"products in {k}": v for k, v in products.items()}, "reference step": ref})
     finally:
         for name, (owner, f) in saved.items(): setattr(owner, name, f)
     return {k: 1e3 * statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
+
+
+FLOOR = {  # what any exact two-pass step must do, whatever its engine: the parts of `phases` that add up to its floor
+    "forward without recording hooks": "the forward",
+    "loss terms": "the loss terms",
+    "  _pass_gradients": "the two backward passes",
+    "products in _two_pass_norms": "the Gram products of the per-term norms",
+    "products in _total_gradient_pieces": "one weight-gradient product per linear map",
+    "optimizer (fused Adam)": "the optimiser",
+}
+
+
+def print_phases(ms: dict):
+    "The parts of the stage-3 step, then its floor against the released scheme's step."
+    for name, value in ms.items():
+        if name != "reference step": print(f"{name:<40} {value:8.2f}   {PHASES.get(name.strip(), '')}")
+    floor = sum(ms.get(k, 0.0) for k in FLOOR)
+    reference = ms["reference step"]
+    print(f"{'reference step':<40} {reference:8.2f}   ReferenceTwoWalletGradNorm with per-tensor Adam, timed in turn")
+    print(f"{'floor':<40} {floor:8.2f}   {', '.join(FLOOR.values())}")
+    print(f"{'ceiling':<40} {reference / floor:8.2f}   x the reference: a step that did nothing beyond its floor")
+    print(f"{'speed-up':<40} {reference / ms['step']:8.2f}   x the reference: this step")
+    print(f"{'room for the rest at 2x':<40} {reference / 2 - floor:8.2f}   ms of hooks, planning and bookkeeping a 2x step may spend")
 
 
 def main():
@@ -190,9 +251,7 @@ def main():
         if args.model != "fusion": p.error("--phases times the stage-3 step: use it with --model fusion")
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, the stage-3 step's parts, {args.terms} loss terms, "
               f"median ms of {args.steps} steps after {args.warmup}")
-        for name, ms in phases(args).items():
-            what = PHASES.get(name.strip(), "")
-            print(f"{name:<34} {ms:8.2f}   {what}")
+        print_phases(phases(args))
         return
     n_params = sum(q.numel() for q in build(args)[0].parameters())
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, {args.model} with "

@@ -484,7 +484,7 @@ def _two_pass_norms(linear: dict,      # `linear_plan`
                     split: _RowSplit,  # the passes
                     sq: torch.Tensor   # [K] running squared norms (added to)
                    ) -> dict:          # group -> its calls' `_pass_rows`, for the total's gradient
-    "Add every linear map's and LayerNorm's clip-pair products into one [P, B, B] sum; each term's norm from its clips."
+    "Add the linear maps' clip-pair products into one [P, B, B] sum, each term's norm from its clips; the LayerNorms' directly."
     pair_sums = torch.zeros(split.P, split.B, split.B, dtype=split.assign.dtype, device=split.assign.device)
     cache, by_pass = {}, {}   # what the linear groups share: flattened inputs, their Gram matrices, row -> clip maps
     for key, ps in pairs.items():
@@ -492,11 +492,11 @@ def _two_pass_norms(linear: dict,      # `linear_plan`
         by_pass[key] = parts = [_pass_rows(h, d, layout, split.B, tensors[(w_rows or b_rows)[0]].dtype, cache) for h, d in ps]
         w_sh, b_sh = w_rows is not None and shared[w_rows[0]], b_rows is not None and shared[b_rows[0]]
         if w_sh or b_sh: _add_linear_pair_sums(parts, pair_sums, w_sh, b_sh, cache)
+    sq += torch.einsum("pkb,pbc,pkc->k", split.assign, pair_sums, split.assign).clamp_min(0).to(sq)   # each term's rows only
     counted = {j: g for j, g in split.per_clip.items() if shared[plain[j]]}   # LayerNorms: ||sum_{b in k} g_b||^2, one product
     if counted:
-        g = _concat_clip_gradients(counted)[0].to(pair_sums)                       # [P, B, sum of widths]
-        pair_sums.baddbmm_(g, g.transpose(1, 2))
-    sq += torch.einsum("pkb,pbc,pkc->k", split.assign, pair_sums, split.assign).clamp_min(0).to(sq)   # each term's rows only
+        g = _concat_clip_gradients(counted)[0].to(sq)                                # [P, B, sum of widths]
+        sq += torch.einsum("pkb,pbf->kf", split.assign.to(sq), g).square().sum(1)   # each term's sum over its clips
     return by_pass
 
 # %% ../nbs/17_gradients.ipynb #0c2a0024

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench" / "bench_gradnorm.py"
 
@@ -22,7 +24,7 @@ def milliseconds(report: str) -> dict:
     "Each printed row's name and milliseconds, from 'name   12.34 ...' and 'name:  12.34 ms/step' lines."
     rows = {}
     for line in report.splitlines():
-        m = re.match(r"\s*([\w ,()-]+?):?\s+(\d+\.\d+)(?: ms/step|\s|$)", line)
+        m = re.match(r"\s*([\w ,()-]+?):?\s+(-?\d+\.\d+)(?: ms/step|\s|$)", line)   # the room at 2x may be negative
         if m: rows[m.group(1).strip()] = float(m.group(2))
     return rows
 
@@ -49,6 +51,19 @@ def test_the_stage3_step_split_into_its_parts():
     assert sum(times[k] for k in PHASES) <= times["GradNorm step"] + 0.1, report   # 0.1: the printed values are rounded
     parts = ("forward", "loss terms", "GradNorm step", "optimizer (fused Adam)")
     assert sum(times[k] for k in parts) <= times["step"] + 0.1, report
+
+
+def test_the_floor_and_the_ceiling_against_the_reference():
+    sys.path.insert(0, str(BENCH.parent))
+    from bench_gradnorm import FLOOR
+    report = run_bench("--model", "fusion", "--phases", "--terms", "3")
+    times = milliseconds(report)
+    assert all(times[f"products in {k}"] > 0 for k in ("_pass_gradients", "_two_pass_norms", "_total_gradient_pieces")), report
+    assert abs(times["floor"] - sum(times[k.strip()] if k.startswith(" ") else times[k] for k in FLOOR)) <= 0.05 * len(FLOOR), report
+    assert times["floor"] < times["step"], report   # the floor leaves out the hooks, the planning and the bookkeeping
+    assert times["ceiling"] == pytest.approx(times["reference step"] / times["floor"], abs=0.02), report
+    assert times["speed-up"] == pytest.approx(times["reference step"] / times["step"], abs=0.02), report
+    assert times["room for the rest at 2x"] == pytest.approx(times["reference step"] / 2 - times["floor"], abs=0.05), report
 
 
 def test_phases_need_the_fusion_model():
