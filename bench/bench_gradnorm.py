@@ -141,7 +141,7 @@ def timed(table: dict, name: str, f, inside: list | None = None):
     return wrapper
 
 
-MATRIX_PRODUCTS = ("mm", "bmm", "addmm", "baddbmm", "addmm_", "baddbmm_", "matmul")  # aten operations that multiply matrices
+MATRIX_PRODUCTS = ("mm", "bmm", "addmm", "baddbmm", "addmm_", "baddbmm_")  # aten operations that multiply matrices (matmul reaches the dispatcher as these)
 
 
 class ProductClock(TorchDispatchMode):
